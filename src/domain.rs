@@ -1,0 +1,368 @@
+//! Domain types: what a Windmill job is to us, and how it ended.
+//!
+//! Nothing here knows about Postgres, Kubernetes or WASM: the seams (`queue`, `executor`) translate
+//! their world into these types.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A Windmill job id (`v2_job.id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub Uuid);
+
+impl JobId {
+    /// A fresh random id, as Windmill mints them.
+    #[must_use]
+    pub fn new_v4() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Windmill's `job_kind`, reduced to what decides whether we may run a job.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// A deployed script, code from `script` by hash.
+    Script,
+    /// A script run from the editor, code in `v2_job.raw_code`.
+    Preview,
+    /// An inline flow step, code in `flow_node`.
+    FlowScript,
+    /// Any other kind, by its Windmill name (`appscript`, `aiagent`, ...).
+    Other(String),
+}
+
+impl JobKind {
+    /// Kinds that a worker of ours never claims: they belong to Windmill's own workers (flows,
+    /// dependency jobs) or are the trivial jobs our hand-back creates (`identity`).
+    pub const NEVER_CLAIMED: &'static [&'static str] = &[
+        "flow",
+        "flowpreview",
+        "singlestepflow",
+        "singlescriptflow",
+        "flownode",
+        "dependencies",
+        "flowdependencies",
+        "appdependencies",
+        "identity",
+        "noop",
+        "unassigned_script",
+        "unassigned_flow",
+        "unassigned_singlestepflow",
+    ];
+
+    /// Parses Windmill's name of a kind.
+    #[must_use]
+    pub fn from_windmill(name: &str) -> Self {
+        match name {
+            "script" => Self::Script,
+            "preview" => Self::Preview,
+            "flowscript" => Self::FlowScript,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// Windmill's name of this kind.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Script => "script",
+            Self::Preview => "preview",
+            Self::FlowScript => "flowscript",
+            Self::Other(name) => name,
+        }
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Windmill's `script_lang`, by name (`python3`, `bash`, `bun`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Language(pub String);
+
+impl Language {
+    /// A language by Windmill's name.
+    #[must_use]
+    pub fn new(name: &str) -> Self {
+        Self(name.to_owned())
+    }
+
+    /// Windmill's name of the language.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Language {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a flow step sits in its parent flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowStep {
+    /// The parent flow job.
+    pub parent: JobId,
+    /// The root flow job (differs from `parent` in nested flows).
+    pub root: Option<JobId>,
+    /// Index of the step in the parent's `flow_status.modules`.
+    pub index: Option<i32>,
+    /// The module id (`a`, `b`, ...).
+    pub step_id: Option<String>,
+}
+
+/// A job this worker has claimed, with everything needed to run it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Windmill's id of the job.
+    pub id: JobId,
+    /// The workspace the job belongs to.
+    pub workspace: String,
+    /// What kind of job it is.
+    pub kind: JobKind,
+    /// The tag it was queued with (one of ours).
+    pub tag: String,
+    /// The script language, if Windmill knows one.
+    pub language: Option<Language>,
+    /// The code to run (script content, raw code or flow node code).
+    pub code: Option<String>,
+    /// The lock file (resolved dependencies).
+    pub lock: Option<String>,
+    /// The script or flow path (`u/alice/etl`).
+    pub path: Option<String>,
+    /// The entrypoint when not `main`.
+    pub entrypoint: Option<String>,
+    /// The arguments as Windmill stored them (normally a JSON object).
+    pub args: Value,
+    /// Windmill's own timeout for the job, if set.
+    pub timeout: Option<Duration>,
+    /// Windmill's priority.
+    pub priority: Option<i16>,
+    /// Parent flow, when this is a flow step.
+    pub flow: Option<FlowStep>,
+    /// `u/<user>` or `g/<group>`.
+    pub permissioned_as: Option<String>,
+    /// Email of the user the job runs as.
+    pub permissioned_as_email: Option<String>,
+    /// Who created the job.
+    pub created_by: Option<String>,
+    /// `script.envs`: environment variable names the script asks for.
+    pub script_envs: Vec<String>,
+    /// When the job was created.
+    pub created_at: DateTime<Utc>,
+    /// When it was first started (set at claim).
+    pub started_at: DateTime<Utc>,
+}
+
+impl Job {
+    /// The arguments as a JSON object, or an error naming what is wrong with them.
+    ///
+    /// Windmill always stores an object; anything else came from a broken client or a manual
+    /// insert, and is a failure of the job, not of the worker.
+    pub fn args_object(&self) -> Result<serde_json::Map<String, Value>, JobFailure> {
+        match &self.args {
+            Value::Null => Ok(serde_json::Map::new()),
+            Value::Object(map) => Ok(map.clone()),
+            other => Err(JobFailure::new(
+                FailureCategory::InvalidJob,
+                "InvalidArgs",
+                format!(
+                    "the job's args must be a JSON object of named arguments, but v2_job.args is {}; \
+                     push the job with args like {{\"x\": 1}}",
+                    json_type_name(other)
+                ),
+            )),
+        }
+    }
+}
+
+fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Why a job failed: shown to the user in Windmill and used as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCategory {
+    /// The user's code failed (exit ≠ 0 or an exception).
+    UserError,
+    /// The job cannot be run by this worker (unsupported kind or language, missing code,
+    /// malformed args).
+    InvalidJob,
+    /// Memory limit reached.
+    OomKilled,
+    /// The image could not be pulled.
+    ImagePull,
+    /// The Kubernetes objects are misconfigured.
+    ConfigError,
+    /// No node can take the pod.
+    Unschedulable,
+    /// The result trailer is missing, too large or not JSON.
+    ResultInvalid,
+    /// The pod was lost after user code started.
+    PodLost,
+    /// An internal error of the worker.
+    Internal,
+}
+
+impl FailureCategory {
+    /// The stable label (`user_error`, `oom_killed`, ...).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UserError => "user_error",
+            Self::InvalidJob => "invalid_job",
+            Self::OomKilled => "oom_killed",
+            Self::ImagePull => "image_pull",
+            Self::ConfigError => "config_error",
+            Self::Unschedulable => "unschedulable",
+            Self::ResultInvalid => "result_invalid",
+            Self::PodLost => "pod_lost",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for FailureCategory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed job, as the user will see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFailure {
+    /// The failure category.
+    pub category: FailureCategory,
+    /// Error name (`ValueError`, `OOMKilled`, `UnsupportedLanguage`, ...).
+    pub name: String,
+    /// What happened and what to change.
+    pub message: String,
+    /// The user's stack trace, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
+}
+
+impl JobFailure {
+    /// A failure without a stack trace.
+    pub fn new(category: FailureCategory, name: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { category, name: name.into(), message: message.into(), stack: None }
+    }
+
+    /// The error object as Windmill stores it in a completed job's result.
+    #[must_use]
+    pub fn to_error_object(&self) -> Value {
+        let mut error = serde_json::json!({
+            "name": self.name,
+            "message": self.message,
+            "category": self.category.as_str(),
+        });
+        if let (Some(stack), Some(map)) = (&self.stack, error.as_object_mut()) {
+            map.insert("stack".into(), Value::String(stack.clone()));
+        }
+        error
+    }
+
+    /// The one-line text that goes into `v2_job.pre_run_error`, which Windmill turns into
+    /// `{"error": {"name": "ExecutionErr", "message": <text>}}` until our fix-up restores the
+    /// real error object.
+    #[must_use]
+    pub fn to_pre_run_error(&self) -> String {
+        format!("{} [{}]: {}", self.name, self.category, self.message)
+    }
+}
+
+/// How a job ended on our side.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The job returned this result.
+    Success(Value),
+    /// The job failed.
+    Failure(JobFailure),
+    /// The job was stopped because Windmill asked (`canceled_by` set).
+    Canceled,
+}
+
+impl Outcome {
+    /// `success`, `failure` or `canceled`: a stable label for logs and metrics.
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Success(_) => "success",
+            Self::Failure(_) => "failure",
+            Self::Canceled => "canceled",
+        }
+    }
+}
+
+/// An outcome plus what the run measured, for the hand-back and the fix-up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// What happened.
+    pub outcome: Outcome,
+    /// Wall time of the user's code (or of the attempt, when it never started).
+    pub duration: Duration,
+    /// Peak memory of the job in KiB, when measured.
+    pub memory_peak_kib: Option<i32>,
+}
+
+/// Why Windmill canceled a job (`v2_job_queue.canceled_by` / `canceled_reason`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancellation {
+    /// Who canceled (`timeout` for timeouts).
+    pub by: String,
+    /// Free text reason.
+    pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_that_are_not_an_object_fail_with_a_clear_message() {
+        let mut job = crate::testing::job();
+        job.args = serde_json::json!([1, 2]);
+        let err = job.args_object().unwrap_err();
+        assert_eq!(err.category, FailureCategory::InvalidJob);
+        assert!(err.message.contains("an array"), "{}", err.message);
+        job.args = Value::Null;
+        assert!(job.args_object().unwrap().is_empty());
+    }
+
+    #[test]
+    fn error_object_carries_name_message_category_and_stack() {
+        let mut failure = JobFailure::new(FailureCategory::UserError, "ValueError", "bad x");
+        failure.stack = Some("line 3".into());
+        assert_eq!(
+            failure.to_error_object(),
+            serde_json::json!({"name": "ValueError", "message": "bad x", "category": "user_error", "stack": "line 3"})
+        );
+        assert_eq!(failure.to_pre_run_error(), "ValueError [user_error]: bad x");
+    }
+}

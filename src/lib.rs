@@ -1,0 +1,25 @@
+//! flext-kubernetes: a Windmill worker group that runs each job as a Kubernetes Job.
+//!
+//! # Layout
+//! - [`domain`]: job ids, kinds, languages, outcomes, failure categories — no I/O types.
+//! - [`config`]: YAML (FlexCore runtime schema and ours), env overrides, redacted secrets.
+//! - [`queue`]: the `Queue` seam — claim, heartbeat, logs, hand-back, fix-up, registration on
+//!   Windmill's Postgres (`queue/sql/*.sql`), plus startup schema and role checks.
+//! - [`logs`]: per-job log sinks and the hub that batches them into `job_logs`.
+//! - [`executor`]: the `Executor` seam — run a claimed job to an outcome.
+//! - [`worker`]: permits, the claim loop, the batched heartbeat, timeouts, hand-back, fix-ups,
+//!   two-phase shutdown.
+//! - [`telemetry`]: process logs and host figures.
+//! - [`cli`]: the `check` and `run` commands (`main.rs` is glue only).
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod executor;
+pub mod logs;
+pub mod queue;
+pub mod telemetry;
+pub mod worker;
+
+#[cfg(test)]
+mod testing;

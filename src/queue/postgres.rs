@@ -1,0 +1,277 @@
+//! The queue on Windmill's Postgres. Every statement lives in `sql/` and is written by us from the
+//! schema facts in `windmill-protocol.md`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::{Beat, Error, FixUp, HandBack, HandBackResult, JobState, LogChunk, Result, WorkerPing};
+use crate::config::{redact_url, Secret};
+use crate::domain::{Cancellation, FlowStep, Job, JobId, JobKind, Language, Outcome};
+
+const CLAIM: &str = include_str!("sql/claim.sql");
+const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
+const TIMEOUT: &str = include_str!("sql/timeout.sql");
+const APPEND_LOGS: &str = include_str!("sql/append_logs.sql");
+const LOCK_FOR_HAND_BACK: &str = include_str!("sql/lock_for_hand_back.sql");
+const HAND_BACK_SUCCESS: &str = include_str!("sql/hand_back_success.sql");
+const HAND_BACK_FAILURE: &str = include_str!("sql/hand_back_failure.sql");
+const REQUEUE_FOR_FINALIZE: &str = include_str!("sql/requeue_for_finalize.sql");
+const FIX_UP: &str = include_str!("sql/fix_up.sql");
+const PENDING_FIX_UPS: &str = include_str!("sql/pending_fix_ups.sql");
+const REGISTER: &str = include_str!("sql/register.sql");
+
+/// Windmill's queue in Postgres.
+#[derive(Debug, Clone)]
+pub struct PgQueue {
+    pool: PgPool,
+    never_claimed: Vec<String>,
+}
+
+impl PgQueue {
+    /// Connects a pool to `url`, failing fast with a clear error when the database is unreachable.
+    pub async fn connect(url: &Secret, max_connections: u32, connect_timeout: Duration) -> Result<Self> {
+        let shown = redact_url(url.expose());
+        let options: PgConnectOptions = url
+            .expose()
+            .parse()
+            .map_err(|source| Error::Unreachable { url: shown.clone(), source })?;
+        let options = options.application_name("flext-kubernetes");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(connect_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|source| Error::Unreachable { url: shown, source })?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// Wraps an existing pool.
+    #[must_use]
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool, never_claimed: JobKind::NEVER_CLAIMED.iter().map(|s| (*s).to_owned()).collect() }
+    }
+
+    /// The pool, for the startup checks and tests.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(super) async fn claim(&self, worker: &str, tags: &[String]) -> Result<Option<Job>> {
+        let row = sqlx::query(CLAIM)
+            .bind(worker)
+            .bind(tags)
+            .bind(&self.never_claimed)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::db("claiming a job"))?;
+        row.map(|row| job_from_row(&row)).transpose()
+    }
+
+    pub(super) async fn heartbeat(&self, worker: &str, beats: &[Beat]) -> Result<Vec<(JobId, JobState)>> {
+        if beats.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = beats.iter().map(|b| b.id.0).collect();
+        let peaks: Vec<Option<i32>> = beats.iter().map(|b| b.memory_peak_kib).collect();
+        let rows = sqlx::query(HEARTBEAT)
+            .bind(&ids)
+            .bind(&peaks)
+            .bind(worker)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::db("sending the heartbeat"))?;
+        rows.iter()
+            .map(|row| {
+                let id = JobId(get(row, "id")?);
+                let present: bool = get(row, "present")?;
+                let ours: bool = get(row, "ours")?;
+                let canceled_by: Option<String> = get(row, "canceled_by")?;
+                let state = if !present {
+                    JobState::Gone
+                } else if !ours {
+                    JobState::Lost { worker: get(row, "worker")? }
+                } else if let Some(by) = canceled_by {
+                    JobState::Canceled(Cancellation { by, reason: get(row, "canceled_reason")? })
+                } else {
+                    JobState::Running
+                };
+                Ok((id, state))
+            })
+            .collect()
+    }
+
+    pub(super) async fn cancel_for_timeout(&self, worker: &str, id: JobId, timeout: Duration) -> Result<()> {
+        sqlx::query(TIMEOUT)
+            .bind(id.0)
+            .bind(worker)
+            .bind(timeout.as_secs().to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(Error::db("canceling a job for timeout"))?;
+        Ok(())
+    }
+
+    pub(super) async fn append_logs(&self, chunks: &[LogChunk]) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = chunks.iter().map(|c| c.id.0).collect();
+        let workspaces: Vec<&str> = chunks.iter().map(|c| c.workspace.as_str()).collect();
+        let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+        sqlx::query(APPEND_LOGS)
+            .bind(&ids)
+            .bind(&workspaces)
+            .bind(&texts)
+            .execute(&self.pool)
+            .await
+            .map_err(Error::db("appending job logs"))?;
+        Ok(())
+    }
+
+    pub(super) async fn hand_back(&self, worker: &str, finalize_tag: &str, hand_back: &HandBack) -> Result<HandBackResult> {
+        let id = hand_back.id;
+        let mut tx = self.pool.begin().await.map_err(Error::db("starting the hand-back"))?;
+        let row = sqlx::query(LOCK_FOR_HAND_BACK)
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(Error::db("locking the job for the hand-back"))?;
+        let Some(row) = row else {
+            return Ok(HandBackResult::NotOurs);
+        };
+        let running: bool = get(&row, "running")?;
+        let holder: Option<String> = get(&row, "worker")?;
+        let canceled_by: Option<String> = get(&row, "canceled_by")?;
+        if !running || holder.as_deref() != Some(worker) {
+            return Ok(HandBackResult::NotOurs);
+        }
+        let record = hand_back.fix_up_record(worker);
+        // A cancel wins over whatever we computed: the stock worker completes the job as canceled
+        // when `canceled_by` is set, so v2_job stays untouched.
+        let canceled = canceled_by.is_some() || matches!(hand_back.completion.outcome, Outcome::Canceled);
+        if !canceled {
+            let updated = match &hand_back.completion.outcome {
+                Outcome::Success(result) => sqlx::query(HAND_BACK_SUCCESS).bind(id.0).bind(result).bind(&record),
+                Outcome::Failure(failure) => {
+                    sqlx::query(HAND_BACK_FAILURE).bind(id.0).bind(failure.to_pre_run_error()).bind(&record)
+                }
+                Outcome::Canceled => unreachable!("handled above"),
+            }
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::db("writing the outcome to v2_job"))?
+            .rows_affected();
+            if updated != 1 {
+                return Err(Error::Permission(format!(
+                    "the hand-back of job {id} changed {updated} rows of v2_job instead of 1: the row was deleted, or \
+                     row-level security hides it from our database role; connect as Windmill's database owner or a \
+                     role with BYPASSRLS"
+                )));
+            }
+        }
+        sqlx::query(REQUEUE_FOR_FINALIZE)
+            .bind(id.0)
+            .bind(finalize_tag)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::db("re-queueing the job for its finalize tag"))?;
+        tx.commit().await.map_err(Error::db("committing the hand-back"))?;
+        Ok(HandBackResult::Done { canceled })
+    }
+
+    pub(super) async fn fix_up(&self, pending: &[FixUp]) -> Result<Vec<JobId>> {
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = pending.iter().map(|p| p.id.0).collect();
+        let records: Vec<&Value> = pending.iter().map(|p| &p.record).collect();
+        let rows = sqlx::query(FIX_UP)
+            .bind(&ids)
+            .bind(&records)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::db("fixing up completed jobs"))?;
+        rows.iter().map(|row| Ok(JobId(get(row, "id")?))).collect()
+    }
+
+    pub(super) async fn stale_fix_ups(&self, window: Duration) -> Result<Vec<JobId>> {
+        let rows = sqlx::query(PENDING_FIX_UPS)
+            .bind(window.as_secs_f64())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::db("looking for fix-ups left by a stopped worker"))?;
+        rows.iter().map(|row| Ok(JobId(get(row, "id")?))).collect()
+    }
+
+    pub(super) async fn register(&self, ping: &WorkerPing) -> Result<()> {
+        sqlx::query(REGISTER)
+            .bind(&ping.name)
+            .bind(&ping.instance)
+            .bind(&ping.tags)
+            .bind(&ping.group)
+            .bind(&ping.version)
+            .bind(ping.current_job.as_ref().map(|(id, _)| id.0))
+            .bind(ping.current_job.as_ref().map(|(_, ws)| ws.as_str()))
+            .bind(ping.jobs_executed)
+            .bind(ping.occupancy)
+            .bind(ping.vcpus)
+            .bind(ping.memory)
+            .bind(ping.memory_usage)
+            .bind(ping.started_at)
+            .execute(&self.pool)
+            .await
+            .map_err(Error::db("registering the worker in worker_ping"))?;
+        Ok(())
+    }
+}
+
+fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(column).map_err(Error::db("reading a column"))
+}
+
+fn job_from_row(row: &PgRow) -> Result<Job> {
+    let id = JobId(get(row, "id")?);
+    let started_at: Option<DateTime<Utc>> = get(row, "started_at")?;
+    let timeout: Option<i32> = get(row, "timeout")?;
+    let parent: Option<Uuid> = get(row, "parent_job")?;
+    let language: Option<String> = get(row, "language")?;
+    let args: Option<Value> = get(row, "args")?;
+    Ok(Job {
+        id,
+        workspace: get(row, "workspace_id")?,
+        kind: JobKind::from_windmill(&get::<String>(row, "kind")?),
+        tag: get(row, "tag")?,
+        language: language.map(|l| Language::new(&l)),
+        code: get(row, "code")?,
+        lock: get(row, "lock")?,
+        path: get(row, "runnable_path")?,
+        entrypoint: get(row, "script_entrypoint_override")?,
+        args: args.unwrap_or(Value::Null),
+        timeout: timeout.and_then(|t| u64::try_from(t).ok()).filter(|t| *t > 0).map(Duration::from_secs),
+        priority: get(row, "priority")?,
+        flow: match parent {
+            Some(parent) => Some(FlowStep {
+                parent: JobId(parent),
+                root: get::<Option<Uuid>>(row, "root_job")?.map(JobId),
+                index: get(row, "flow_step")?,
+                step_id: get(row, "flow_step_id")?,
+            }),
+            None => None,
+        },
+        permissioned_as: get(row, "permissioned_as")?,
+        permissioned_as_email: get(row, "permissioned_as_email")?,
+        created_by: get(row, "created_by")?,
+        script_envs: get(row, "envs")?,
+        created_at: get(row, "created_at")?,
+        started_at: started_at.unwrap_or_else(Utc::now),
+    })
+}

@@ -80,7 +80,11 @@ pub async fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
     .await
     .context("counting queued jobs")?;
     println!("# database: reachable, Windmill schema OK, role may claim and hand back jobs");
-    println!("# would run as worker `{}` in group `{}`", config.worker_name(), config.settings.windmill.worker_group);
+    println!(
+        "# would run as worker `{}` in group `{}`",
+        config.worker_name(),
+        config.settings.windmill.worker_group
+    );
     println!(
         "# would claim tags {:?} ({queued} job(s) waiting now), hand back on tag `{}`",
         config.settings.windmill.tags, config.settings.windmill.finalize_tag
@@ -105,7 +109,9 @@ pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    tracing::info!("signal received: no new claims; running jobs get the shutdown grace (signal again to leave them now)");
+    tracing::info!(
+        "signal received: no new claims; running jobs get the shutdown grace (signal again to leave them now)"
+    );
     handle.stop();
     let control = handle.control();
     tokio::spawn(async move {

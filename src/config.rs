@@ -53,7 +53,10 @@ pub enum Error {
 
 impl Error {
     fn invalid(field: &str, message: impl Into<String>) -> Self {
-        Self::Invalid { field: field.to_owned(), message: message.into() }
+        Self::Invalid {
+            field: field.to_owned(),
+            message: message.into(),
+        }
     }
 }
 
@@ -119,20 +122,26 @@ impl FromStr for HumanDuration {
 
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+        let split = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len());
         let (number, unit) = s.split_at(split);
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("`{s}` is not a duration; write it like 500ms, 5s, 2m, 1h or 7d"))?;
+        let value: f64 = number.parse().map_err(|_| {
+            format!("`{s}` is not a duration; write it like 500ms, 5s, 2m, 1h or 7d")
+        })?;
         let seconds = match unit.trim() {
             "ms" => value / 1000.0,
             "" | "s" => value,
             "m" | "min" => value * 60.0,
             "h" => value * 3600.0,
             "d" => value * 86400.0,
-            other => return Err(format!("unknown unit `{other}` in `{s}`; use ms, s, m, h or d")),
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}` in `{s}`; use ms, s, m, h or d"
+                ));
+            }
         };
-        if !seconds.is_finite() || seconds < 0.0 || seconds > 10.0 * 365.0 * 86400.0 {
+        if !seconds.is_finite() || !(0.0..=10.0 * 365.0 * 86400.0).contains(&seconds) {
             return Err(format!("`{s}` is out of range"));
         }
         Ok(Self(Duration::from_secs_f64(seconds)))
@@ -142,13 +151,13 @@ impl FromStr for HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 86_400_000 == 0 && ms > 0 {
+        if ms.is_multiple_of(86_400_000) && ms > 0 {
             write!(f, "{}d", ms / 86_400_000)
-        } else if ms % 3_600_000 == 0 && ms > 0 {
+        } else if ms.is_multiple_of(3_600_000) && ms > 0 {
             write!(f, "{}h", ms / 3_600_000)
-        } else if ms % 60_000 == 0 && ms > 0 {
+        } else if ms.is_multiple_of(60_000) && ms > 0 {
             write!(f, "{}m", ms / 60_000)
-        } else if ms % 1000 == 0 {
+        } else if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
@@ -162,7 +171,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let text = match yaml {
             Yaml::String(s) => s,
             Yaml::Number(n) => n.to_string(),
-            other => return Err(serde::de::Error::custom(format!("expected a duration like 5s, got {other:?}"))),
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "expected a duration like 5s, got {other:?}"
+                )));
+            }
         };
         text.parse().map_err(serde::de::Error::custom)
     }
@@ -193,20 +206,27 @@ impl FromStr for ByteSize {
             "Ki" | "KiB" | "K" | "KB" => 1 << 10,
             "Mi" | "MiB" | "M" | "MB" => 1 << 20,
             "Gi" | "GiB" | "G" | "GB" => 1 << 30,
-            other => return Err(format!("unknown unit `{other}` in `{s}`; use KiB, MiB or GiB")),
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}` in `{s}`; use KiB, MiB or GiB"
+                ));
+            }
         };
-        value.checked_mul(factor).map(Self).ok_or_else(|| format!("`{s}` is too large"))
+        value
+            .checked_mul(factor)
+            .map(Self)
+            .ok_or_else(|| format!("`{s}` is too large"))
     }
 }
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        if b >= 1 << 30 && b % (1 << 30) == 0 {
+        if b >= 1 << 30 && b.is_multiple_of(1 << 30) {
             write!(f, "{}GiB", b >> 30)
-        } else if b >= 1 << 20 && b % (1 << 20) == 0 {
+        } else if b >= 1 << 20 && b.is_multiple_of(1 << 20) {
             write!(f, "{}MiB", b >> 20)
-        } else if b >= 1 << 10 && b % (1 << 10) == 0 {
+        } else if b >= 1 << 10 && b.is_multiple_of(1 << 10) {
             write!(f, "{}KiB", b >> 10)
         } else {
             write!(f, "{b}B")
@@ -220,7 +240,11 @@ impl<'de> Deserialize<'de> for ByteSize {
         let text = match yaml {
             Yaml::String(s) => s,
             Yaml::Number(n) => n.to_string(),
-            other => return Err(serde::de::Error::custom(format!("expected a size like 8MiB, got {other:?}"))),
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "expected a size like 8MiB, got {other:?}"
+                )));
+            }
         };
         text.parse().map_err(serde::de::Error::custom)
     }
@@ -315,7 +339,11 @@ pub struct ClusterSettings {
 
 impl Default for ClusterSettings {
     fn default() -> Self {
-        Self { kubeconfig: None, context: None, namespace: "flext-runtime".into() }
+        Self {
+            kubeconfig: None,
+            context: None,
+            namespace: "flext-runtime".into(),
+        }
     }
 }
 
@@ -333,7 +361,11 @@ pub struct ResourceSettings {
 
 impl Default for ResourceSettings {
     fn default() -> Self {
-        Self { default_cpu: "500m".into(), default_memory: "1Gi".into(), default_storage: "10Gi".into() }
+        Self {
+            default_cpu: "500m".into(),
+            default_memory: "1Gi".into(),
+            default_storage: "10Gi".into(),
+        }
     }
 }
 
@@ -425,7 +457,10 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { max_connections: 8, connect_timeout: HumanDuration(Duration::from_secs(5)) }
+        Self {
+            max_connections: 8,
+            connect_timeout: HumanDuration(Duration::from_secs(5)),
+        }
     }
 }
 
@@ -473,7 +508,10 @@ pub struct TelemetrySettings {
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: "info".into() }
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -496,7 +534,9 @@ impl Env for ProcessEnv {
     }
 
     fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
-        let mut vars: Vec<_> = std::env::vars().filter(|(k, _)| k.starts_with(prefix)).collect();
+        let mut vars: Vec<_> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect();
         vars.sort();
         vars
     }
@@ -508,7 +548,10 @@ impl Env for BTreeMap<String, String> {
     }
 
     fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
-        self.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
@@ -519,7 +562,10 @@ impl Config {
     /// Loads a file (or nothing: defaults) and applies the environment.
     pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Self> {
         let text = match path {
-            Some(path) => std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?,
+            Some(path) => std::fs::read_to_string(path).map_err(|source| Error::Read {
+                path: path.to_owned(),
+                source,
+            })?,
             None => String::new(),
         };
         Self::from_yaml(&text, env)
@@ -530,7 +576,10 @@ impl Config {
         let document: Yaml = if text.trim().is_empty() {
             Yaml::Mapping(serde_yaml_ng::Mapping::new())
         } else {
-            serde_yaml_ng::from_str(text).map_err(|e| Error::Parse { field: "(document)".into(), message: e.to_string() })?
+            serde_yaml_ng::from_str(text).map_err(|e| Error::Parse {
+                field: "(document)".into(),
+                message: e.to_string(),
+            })?
         };
         let (mut tree, prefix) = unwrap_runtime(document)?;
         for (name, value) in env.vars_with_prefix(OVERRIDE_PREFIX) {
@@ -538,8 +587,15 @@ impl Config {
         }
         let settings: Settings = serde_path_to_error::deserialize(tree).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." { prefix.clone() } else { format!("{prefix}.{path}") };
-            Error::Parse { field, message: e.into_inner().to_string() }
+            let field = if path == "." {
+                prefix.clone()
+            } else {
+                format!("{prefix}.{path}")
+            };
+            Error::Parse {
+                field,
+                message: e.into_inner().to_string(),
+            }
         })?;
         let config = Self {
             settings,
@@ -556,11 +612,17 @@ impl Config {
         let s = &self.settings;
         let w = &s.windmill;
         if w.tags.is_empty() {
-            return Err(Error::invalid("runtime.config.windmill.tags", "no tags: list the tags this worker claims, e.g. [k8s]"));
+            return Err(Error::invalid(
+                "runtime.config.windmill.tags",
+                "no tags: list the tags this worker claims, e.g. [k8s]",
+            ));
         }
         for tag in &w.tags {
             if tag.is_empty() || tag.len() > 50 {
-                return Err(Error::invalid("runtime.config.windmill.tags", format!("tag `{tag}` must be 1 to 50 characters (v2_job.tag is varchar(50))")));
+                return Err(Error::invalid(
+                    "runtime.config.windmill.tags",
+                    format!("tag `{tag}` must be 1 to 50 characters (v2_job.tag is varchar(50))"),
+                ));
             }
         }
         if w.tags.contains(&w.finalize_tag) {
@@ -574,42 +636,75 @@ impl Config {
             ));
         }
         if w.worker_group.is_empty() {
-            return Err(Error::invalid("runtime.config.windmill.worker_group", "must not be empty"));
+            return Err(Error::invalid(
+                "runtime.config.windmill.worker_group",
+                "must not be empty",
+            ));
         }
         if w.default_timeout > w.max_timeout {
-            return Err(Error::invalid("runtime.config.windmill.default_timeout", format!("{} exceeds max_timeout {}", w.default_timeout, w.max_timeout)));
+            return Err(Error::invalid(
+                "runtime.config.windmill.default_timeout",
+                format!(
+                    "{} exceeds max_timeout {}",
+                    w.default_timeout, w.max_timeout
+                ),
+            ));
         }
         let wk = &s.worker;
         if wk.concurrency == 0 {
-            return Err(Error::invalid("runtime.config.worker.concurrency", "must be at least 1"));
+            return Err(Error::invalid(
+                "runtime.config.worker.concurrency",
+                "must be at least 1",
+            ));
         }
         if wk.heartbeat_interval.0.is_zero() || wk.heartbeat_interval.0 > Duration::from_secs(30) {
             return Err(Error::invalid(
                 "runtime.config.worker.heartbeat_interval",
-                format!("{} is outside 1ms..30s: Windmill re-queues a job whose ping is older than 60 s", wk.heartbeat_interval),
+                format!(
+                    "{} is outside 1ms..30s: Windmill re-queues a job whose ping is older than 60 s",
+                    wk.heartbeat_interval
+                ),
             ));
         }
         if wk.poll_interval.0.is_zero() {
-            return Err(Error::invalid("runtime.config.worker.poll_interval", "must be greater than 0"));
+            return Err(Error::invalid(
+                "runtime.config.worker.poll_interval",
+                "must be greater than 0",
+            ));
         }
-        if let Some(name) = &wk.name {
-            if name.is_empty() || name.len() > 255 {
-                return Err(Error::invalid("runtime.config.worker.name", "must be 1 to 255 characters"));
-            }
+        if let Some(name) = &wk.name
+            && (name.is_empty() || name.len() > 255)
+        {
+            return Err(Error::invalid(
+                "runtime.config.worker.name",
+                "must be 1 to 255 characters",
+            ));
         }
         if s.logs.max_bytes.0 < 1024 {
-            return Err(Error::invalid("runtime.config.logs.max_bytes", "must be at least 1KiB"));
+            return Err(Error::invalid(
+                "runtime.config.logs.max_bytes",
+                "must be at least 1KiB",
+            ));
         }
         if s.logs.fast_flush_interval.0.is_zero() || s.logs.slow_flush_interval.0.is_zero() {
-            return Err(Error::invalid("runtime.config.logs", "flush intervals must be greater than 0"));
+            return Err(Error::invalid(
+                "runtime.config.logs",
+                "flush intervals must be greater than 0",
+            ));
         }
         if s.database.max_connections < 2 {
-            return Err(Error::invalid("runtime.config.database.max_connections", "must be at least 2 (claims and heartbeats run side by side)"));
+            return Err(Error::invalid(
+                "runtime.config.database.max_connections",
+                "must be at least 2 (claims and heartbeats run side by side)",
+            ));
         }
-        if let Some(url) = &self.windmill_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(Error::invalid("FLEXT_WINDMILL_URL", format!("`{url}` must start with http:// or https://")));
-            }
+        if let Some(url) = &self.windmill_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(Error::invalid(
+                "FLEXT_WINDMILL_URL",
+                format!("`{url}` must start with http:// or https://"),
+            ));
         }
         Ok(())
     }
@@ -652,14 +747,18 @@ impl Config {
             windmill_token: Option<&'static str>,
         }
         let shown = Shown {
-            runtime: Runtime { kind: "kubernetes", config: &self.settings },
+            runtime: Runtime {
+                kind: "kubernetes",
+                config: &self.settings,
+            },
             secrets: Secrets {
                 database_url: self.database_url.as_ref().map(|u| redact_url(u.expose())),
                 windmill_url: self.windmill_url.clone(),
                 windmill_token: self.windmill_token.as_ref().map(|_| "<redacted>"),
             },
         };
-        serde_yaml_ng::to_string(&shown).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+        serde_yaml_ng::to_string(&shown)
+            .unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
     }
 }
 
@@ -667,30 +766,55 @@ impl Config {
 /// `config` mapping. Returns the mapping and its dotted path for messages.
 fn unwrap_runtime(document: Yaml) -> Result<(Yaml, String)> {
     let Yaml::Mapping(mut top) = document else {
-        return Err(Error::Parse { field: "(document)".into(), message: "the config must be a YAML mapping".into() });
+        return Err(Error::Parse {
+            field: "(document)".into(),
+            message: "the config must be a YAML mapping".into(),
+        });
     };
     let Some(runtime) = top.remove("runtime") else {
         return Ok((Yaml::Mapping(top), "runtime.config".into()));
     };
     if let Some((key, _)) = top.into_iter().next() {
-        return Err(Error::invalid(&yaml_key(&key), "unknown top-level key; everything goes under `runtime:`"));
+        return Err(Error::invalid(
+            &yaml_key(&key),
+            "unknown top-level key; everything goes under `runtime:`",
+        ));
     }
     let Yaml::Mapping(mut runtime) = runtime else {
-        return Err(Error::invalid("runtime", "must be a mapping with `type` and `config`"));
+        return Err(Error::invalid(
+            "runtime",
+            "must be a mapping with `type` and `config`",
+        ));
     };
     match runtime.remove("type") {
         Some(Yaml::String(t)) if t == "kubernetes" => {}
         Some(other) => {
-            return Err(Error::invalid("runtime.type", format!("is {other:?}; this runtime is `kubernetes`")));
+            return Err(Error::invalid(
+                "runtime.type",
+                format!("is {other:?}; this runtime is `kubernetes`"),
+            ));
         }
-        None => return Err(Error::invalid("runtime.type", "missing; set `type: kubernetes`")),
+        None => {
+            return Err(Error::invalid(
+                "runtime.type",
+                "missing; set `type: kubernetes`",
+            ));
+        }
     }
-    let config = runtime.remove("config").unwrap_or(Yaml::Mapping(serde_yaml_ng::Mapping::new()));
+    let config = runtime
+        .remove("config")
+        .unwrap_or(Yaml::Mapping(serde_yaml_ng::Mapping::new()));
     if let Some((key, _)) = runtime.into_iter().next() {
-        return Err(Error::invalid(&format!("runtime.{}", yaml_key(&key)), "unknown key; expected `type` and `config`"));
+        return Err(Error::invalid(
+            &format!("runtime.{}", yaml_key(&key)),
+            "unknown key; expected `type` and `config`",
+        ));
     }
     if matches!(config, Yaml::Null) {
-        return Ok((Yaml::Mapping(serde_yaml_ng::Mapping::new()), "runtime.config".into()));
+        return Ok((
+            Yaml::Mapping(serde_yaml_ng::Mapping::new()),
+            "runtime.config".into(),
+        ));
     }
     Ok((config, "runtime.config".into()))
 }
@@ -704,22 +828,34 @@ fn yaml_key(key: &Yaml) -> String {
 
 /// Applies `FLEXT__WORKER__CONCURRENCY=8` as `worker.concurrency: 8`.
 fn apply_override(tree: &mut Yaml, name: &str, value: &str) -> Result<()> {
-    let path: Vec<String> = name[OVERRIDE_PREFIX.len()..].split("__").map(str::to_ascii_lowercase).collect();
+    let path: Vec<String> = name[OVERRIDE_PREFIX.len()..]
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect();
     if path.iter().any(String::is_empty) {
-        return Err(Error::invalid(name, "malformed override: use FLEXT__SECTION__KEY, e.g. FLEXT__WORKER__CONCURRENCY=8"));
+        return Err(Error::invalid(
+            name,
+            "malformed override: use FLEXT__SECTION__KEY, e.g. FLEXT__WORKER__CONCURRENCY=8",
+        ));
     }
-    let parsed: Yaml = serde_yaml_ng::from_str(value).unwrap_or_else(|_| Yaml::String(value.to_owned()));
+    let parsed: Yaml =
+        serde_yaml_ng::from_str(value).unwrap_or_else(|_| Yaml::String(value.to_owned()));
     let mut node = tree;
     for (i, key) in path.iter().enumerate() {
         let Yaml::Mapping(map) = node else {
-            return Err(Error::invalid(name, format!("`{}` is not a section", path[..i].join("."))));
+            return Err(Error::invalid(
+                name,
+                format!("`{}` is not a section", path[..i].join(".")),
+            ));
         };
         let key = Yaml::String(key.clone());
         if i + 1 == path.len() {
             map.insert(key, parsed);
             return Ok(());
         }
-        node = map.entry(key).or_insert_with(|| Yaml::Mapping(serde_yaml_ng::Mapping::new()));
+        node = map
+            .entry(key)
+            .or_insert_with(|| Yaml::Mapping(serde_yaml_ng::Mapping::new()));
     }
     Ok(())
 }
@@ -728,10 +864,16 @@ fn apply_override(tree: &mut Yaml, name: &str, value: &str) -> Result<()> {
 fn secret_from_env(env: &dyn Env, name: &str) -> Result<Option<Secret>> {
     let file_var = format!("{name}_FILE");
     match (env.var(name), env.var(&file_var)) {
-        (Some(_), Some(_)) => Err(Error::invalid(name, format!("both {name} and {file_var} are set; keep one"))),
+        (Some(_), Some(_)) => Err(Error::invalid(
+            name,
+            format!("both {name} and {file_var} are set; keep one"),
+        )),
         (Some(value), None) => Ok(Some(Secret::new(value))),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path).map_err(|source| Error::Read { path: path.clone().into(), source })?;
+            let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+                path: path.clone().into(),
+                source,
+            })?;
             let value = text.trim_end_matches(['\n', '\r']).to_owned();
             if value.is_empty() {
                 return Err(Error::invalid(&file_var, format!("{path} is empty")));
@@ -758,7 +900,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     const FLEXCORE: &str = r#"
@@ -792,13 +937,19 @@ runtime:
     fn accepts_the_flexcore_runtime_schema() {
         let config = Config::from_yaml(FLEXCORE, &env(&[])).unwrap();
         assert_eq!(config.settings.windmill.tags, ["k8s", "k8s-gpu"]);
-        assert_eq!(config.settings.cluster.context.as_deref(), Some("production-cluster"));
+        assert_eq!(
+            config.settings.cluster.context.as_deref(),
+            Some("production-cluster")
+        );
         assert!(config.settings.profiles.contains_key("k8s-gpu"));
     }
 
     #[test]
     fn env_overrides_file_values() {
-        let e = env(&[("FLEXT__WORKER__CONCURRENCY", "8"), ("FLEXT__WINDMILL__TAGS", "[a, b]")]);
+        let e = env(&[
+            ("FLEXT__WORKER__CONCURRENCY", "8"),
+            ("FLEXT__WINDMILL__TAGS", "[a, b]"),
+        ]);
         let config = Config::from_yaml(FLEXCORE, &e).unwrap();
         assert_eq!(config.settings.worker.concurrency, 8);
         assert_eq!(config.settings.windmill.tags, ["a", "b"]);
@@ -806,7 +957,11 @@ runtime:
 
     #[test]
     fn unknown_field_is_named_with_its_path() {
-        let err = Config::from_yaml("runtime:\n  type: kubernetes\n  config:\n    worker:\n      concurency: 3\n", &env(&[])).unwrap_err();
+        let err = Config::from_yaml(
+            "runtime:\n  type: kubernetes\n  config:\n    worker:\n      concurency: 3\n",
+            &env(&[]),
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("runtime.config.worker"), "{text}");
         assert!(text.contains("concurency"), "{text}");
@@ -815,7 +970,11 @@ runtime:
     #[test]
     fn wrong_type_is_named_with_its_path() {
         let err = Config::from_yaml("worker:\n  concurrency: many\n", &env(&[])).unwrap_err();
-        assert!(err.to_string().contains("runtime.config.worker.concurrency"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("runtime.config.worker.concurrency"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -837,28 +996,51 @@ runtime:
         let token_file = dir.join("token");
         std::fs::write(&token_file, "s3cr3t-token\n").unwrap();
         let e = env(&[
-            ("FLEXT_DATABASE_URL", "postgres://windmill:hunter2@db:5432/windmill?password=hunter2"),
+            (
+                "FLEXT_DATABASE_URL",
+                "postgres://windmill:hunter2@db:5432/windmill?password=hunter2",
+            ),
             ("FLEXT_WINDMILL_TOKEN_FILE", token_file.to_str().unwrap()),
         ]);
         let config = Config::from_yaml("", &e).unwrap();
-        assert_eq!(config.windmill_token.as_ref().unwrap().expose(), "s3cr3t-token");
+        assert_eq!(
+            config.windmill_token.as_ref().unwrap().expose(),
+            "s3cr3t-token"
+        );
         let shown = format!("{}\n{:?}", config.to_redacted_yaml(), config);
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
-        assert!(shown.contains("postgres://windmill:***@db:5432/windmill"), "{shown}");
+        assert!(
+            shown.contains("postgres://windmill:***@db:5432/windmill"),
+            "{shown}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn durations_and_sizes_parse_and_print() {
-        for (text, secs) in [("500ms", 0.5), ("5s", 5.0), ("2m", 120.0), ("1h", 3600.0), ("7d", 604_800.0), ("30", 30.0)] {
-            assert_eq!(text.parse::<HumanDuration>().unwrap().0.as_secs_f64(), secs, "{text}");
+        for (text, secs) in [
+            ("500ms", 0.5),
+            ("5s", 5.0),
+            ("2m", 120.0),
+            ("1h", 3600.0),
+            ("7d", 604_800.0),
+            ("30", 30.0),
+        ] {
+            assert_eq!(
+                text.parse::<HumanDuration>().unwrap().0.as_secs_f64(),
+                secs,
+                "{text}"
+            );
         }
         assert!("5 parsecs".parse::<HumanDuration>().is_err());
         assert!("-1s".parse::<HumanDuration>().is_err());
         assert_eq!("8MiB".parse::<ByteSize>().unwrap().0, 8 << 20);
         assert_eq!(ByteSize(16 << 20).to_string(), "16MiB");
-        assert_eq!(HumanDuration(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!(
+            HumanDuration(Duration::from_millis(1500)).to_string(),
+            "1500ms"
+        );
         assert!("99999999999999GiB".parse::<ByteSize>().is_err());
     }
 

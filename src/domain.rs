@@ -270,8 +270,17 @@ pub struct JobFailure {
 
 impl JobFailure {
     /// A failure without a stack trace.
-    pub fn new(category: FailureCategory, name: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { category, name: name.into(), message: message.into(), stack: None }
+    pub fn new(
+        category: FailureCategory,
+        name: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            category,
+            name: name.into(),
+            message: message.into(),
+            stack: None,
+        }
     }
 
     /// The error object as Windmill stores it in a completed job's result.

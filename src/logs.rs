@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -60,11 +60,21 @@ impl LogHub {
     /// A hub writing to `queue`. Call [`LogHub::run`] to start flushing.
     #[must_use]
     pub fn new(queue: Queue, settings: LogSettings) -> Self {
-        Self { inner: Arc::new(Inner { queue, settings, state: Mutex::new(State::default()), wake: Notify::new() }) }
+        Self {
+            inner: Arc::new(Inner {
+                queue,
+                settings,
+                state: Mutex::new(State::default()),
+                wake: Notify::new(),
+            }),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Opens the log of a job.
@@ -80,12 +90,16 @@ impl LogHub {
             started: now,
             last_flush: now,
         });
-        LogSink { hub: self.clone(), id }
+        LogSink {
+            hub: self.clone(),
+            id,
+        }
     }
 
     /// Flushes until `stop` is canceled, then flushes what is left and returns.
     pub async fn run(self, stop: CancellationToken) {
-        let tick = (self.inner.settings.fast_flush_interval.0 / 5).clamp(Duration::from_millis(10), Duration::from_millis(100));
+        let tick = (self.inner.settings.fast_flush_interval.0 / 5)
+            .clamp(Duration::from_millis(10), Duration::from_millis(100));
         let mut retry = RETRY_FIRST;
         loop {
             let stopping = stop.is_cancelled();
@@ -135,21 +149,25 @@ impl LogHub {
                 })
                 .map(|(id, job)| {
                     job.last_flush = now;
-                    LogChunk { id: *id, workspace: job.workspace.clone(), text: std::mem::take(&mut job.buf) }
+                    LogChunk {
+                        id: *id,
+                        workspace: job.workspace.clone(),
+                        text: std::mem::take(&mut job.buf),
+                    }
                 })
                 .collect()
         };
-        if !chunks.is_empty() {
-            if let Err(error) = self.inner.queue.append_logs(&chunks).await {
-                // Put the text back in front of whatever arrived meanwhile: order is kept.
-                let mut state = self.state();
-                for chunk in chunks {
-                    if let Some(job) = state.jobs.get_mut(&chunk.id) {
-                        job.buf.insert_str(0, &chunk.text);
-                    }
+        if !chunks.is_empty()
+            && let Err(error) = self.inner.queue.append_logs(&chunks).await
+        {
+            // Put the text back in front of whatever arrived meanwhile: order is kept.
+            let mut state = self.state();
+            for chunk in chunks {
+                if let Some(job) = state.jobs.get_mut(&chunk.id) {
+                    job.buf.insert_str(0, &chunk.text);
                 }
-                return Err(error);
             }
+            return Err(error);
         }
         let mut state = self.state();
         let waiters = std::mem::take(&mut state.waiters);
@@ -181,13 +199,18 @@ impl LogSink {
 
     /// Appends a line written by the worker itself (`[flext] waiting for capacity ...`).
     pub fn note(&self, message: &str) {
-        self.append(format!("[flext-kubernetes] {}\n", sanitize(message.as_bytes())));
+        self.append(format!(
+            "[flext-kubernetes] {}\n",
+            sanitize(message.as_bytes())
+        ));
     }
 
     fn append(&self, text: String) {
         let max = self.hub.inner.settings.max_bytes;
         let mut state = self.hub.state();
-        let Some(job) = state.jobs.get_mut(&self.id) else { return };
+        let Some(job) = state.jobs.get_mut(&self.id) else {
+            return;
+        };
         let len = text.len() as u64;
         if job.truncated {
             job.dropped += len;
@@ -227,7 +250,9 @@ impl LogSink {
         if dropped > 0 {
             let mut state = self.hub.state();
             if let Some(job) = state.jobs.get_mut(&self.id) {
-                job.buf.push_str(&format!("[flext-kubernetes] {dropped} bytes of further output were discarded\n"));
+                job.buf.push_str(&format!(
+                    "[flext-kubernetes] {dropped} bytes of further output were discarded\n"
+                ));
             }
         }
         self.flush().await;
@@ -246,7 +271,11 @@ fn truncation_line(max: ByteSize) -> String {
 #[must_use]
 pub fn sanitize(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
-    if text.contains('\0') { text.replace('\0', "\u{FFFD}") } else { text.into_owned() }
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text.into_owned()
+    }
 }
 
 #[cfg(test)]
@@ -264,7 +293,14 @@ mod tests {
         }
     }
 
-    fn hub(max: u64) -> (MemoryQueue, LogHub, CancellationToken, tokio::task::JoinHandle<()>) {
+    fn hub(
+        max: u64,
+    ) -> (
+        MemoryQueue,
+        LogHub,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
         let memory = MemoryQueue::new();
         let hub = LogHub::new(Queue::Memory(memory.clone()), settings(max));
         let stop = CancellationToken::new();
@@ -295,10 +331,18 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(31)).await;
         sink.line(b"first");
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert_eq!(memory.log(id), "first\n", "a quiet job's first line goes out at the next tick");
+        assert_eq!(
+            memory.log(id),
+            "first\n",
+            "a quiet job's first line goes out at the next tick"
+        );
         sink.line(b"second");
         tokio::time::sleep(Duration::from_millis(700)).await;
-        assert_eq!(memory.log(id), "first\n", "past fast_period the job flushes every 2 s, not 0.5 s");
+        assert_eq!(
+            memory.log(id),
+            "first\n",
+            "past fast_period the job flushes every 2 s, not 0.5 s"
+        );
         tokio::time::sleep(Duration::from_millis(1400)).await;
         assert_eq!(memory.log(id), "first\nsecond\n");
         stop.cancel();
@@ -347,7 +391,10 @@ mod tests {
         assert_eq!(log.matches("log truncated").count(), 1, "{log}");
         assert!(log.starts_with(&"x".repeat(99)));
         assert!(log.contains("logs.max_bytes"));
-        assert!(log.ends_with("8000 bytes of further output were discarded\n"), "{log}");
+        assert!(
+            log.ends_with("8000 bytes of further output were discarded\n"),
+            "{log}"
+        );
         assert_eq!(log.matches(&"x".repeat(99)).count(), 20);
         stop.cancel();
         task.await.unwrap();

@@ -50,7 +50,10 @@ struct Running {
 
 impl Running {
     fn stop_with(&self, reason: StopReason) {
-        let mut stop = self.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut stop = self
+            .stop
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if stop.is_none() {
             *stop = Some(reason);
         }
@@ -58,7 +61,10 @@ impl Running {
     }
 
     fn stop_reason(&self) -> Option<StopReason> {
-        self.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.stop
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -71,11 +77,15 @@ struct Shared {
 
 impl Shared {
     fn running(&self) -> MutexGuard<'_, HashMap<JobId, Arc<Running>>> {
-        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn fix_ups(&self) -> MutexGuard<'_, Vec<FixUp>> {
-        self.fix_ups.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.fix_ups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -121,7 +131,10 @@ impl WorkerHandle {
     /// A control that outlives borrows of the handle.
     #[must_use]
     pub fn control(&self) -> WorkerControl {
-        WorkerControl { stop_claiming: self.stop_claiming.clone(), abandon: self.abandon.clone() }
+        WorkerControl {
+            stop_claiming: self.stop_claiming.clone(),
+            abandon: self.abandon.clone(),
+        }
     }
 
     /// Stops claiming; running jobs get `shutdown_grace` to finish.
@@ -165,7 +178,12 @@ impl Worker {
     #[must_use]
     pub fn new(config: Config, queue: Queue, executor: Executor) -> Self {
         let name = config.worker_name();
-        Self { config: Arc::new(config), queue, executor, name }
+        Self {
+            config: Arc::new(config),
+            queue,
+            executor,
+            name,
+        }
     }
 
     /// This worker's name in Windmill.
@@ -181,10 +199,20 @@ impl Worker {
         let abandon = CancellationToken::new();
         let shared = Arc::new(Shared::default());
         let task = tokio::spawn(self.run(stop_claiming.clone(), abandon.clone(), shared.clone()));
-        WorkerHandle { stop_claiming, abandon, task, shared }
+        WorkerHandle {
+            stop_claiming,
+            abandon,
+            task,
+            shared,
+        }
     }
 
-    async fn run(self, stop_claiming: CancellationToken, abandon: CancellationToken, shared: Arc<Shared>) {
+    async fn run(
+        self,
+        stop_claiming: CancellationToken,
+        abandon: CancellationToken,
+        shared: Arc<Shared>,
+    ) {
         let settings = &self.config.settings;
         tracing::info!(
             worker = %self.name,
@@ -197,12 +225,19 @@ impl Worker {
         let hub_stop = CancellationToken::new();
         let hub_task = tokio::spawn(hub.clone().run(hub_stop.clone()));
         let beat_stop = CancellationToken::new();
-        let beat_task = tokio::spawn(self.clone().heartbeat_loop(shared.clone(), beat_stop.clone()));
+        let beat_task = tokio::spawn(
+            self.clone()
+                .heartbeat_loop(shared.clone(), beat_stop.clone()),
+        );
         let fix_up_stop = CancellationToken::new();
-        let fix_up_task = tokio::spawn(self.clone().fix_up_loop(shared.clone(), fix_up_stop.clone()));
+        let fix_up_task = tokio::spawn(
+            self.clone()
+                .fix_up_loop(shared.clone(), fix_up_stop.clone()),
+        );
 
         let tracker = TaskTracker::new();
-        self.claim_loop(&stop_claiming, &abandon, &shared, &hub, &tracker).await;
+        self.claim_loop(&stop_claiming, &abandon, &shared, &hub, &tracker)
+            .await;
         tracker.close();
 
         let grace = settings.worker.shutdown_grace.0;
@@ -301,19 +336,32 @@ impl Worker {
         }
     }
 
-    async fn run_job(&self, job: Job, running: Arc<Running>, shared: &Shared, hub: &LogHub, abandon: &CancellationToken) {
+    async fn run_job(
+        &self,
+        job: Job,
+        running: Arc<Running>,
+        shared: &Shared,
+        hub: &LogHub,
+        abandon: &CancellationToken,
+    ) {
         tracing::info!(language = ?job.language.as_ref().map(|l| l.as_str()), "job claimed");
         let logs = hub.sink(job.id, &job.workspace);
         let completion = match self.executor.check(&job) {
             Err(failure) => {
                 logs.note(&format!("cannot run this job: {}", failure.message));
-                Completion { outcome: Outcome::Failure(failure), duration: Duration::ZERO, memory_peak_kib: None }
+                Completion {
+                    outcome: Outcome::Failure(failure),
+                    duration: Duration::ZERO,
+                    memory_peak_kib: None,
+                }
             }
             Ok(()) => {
                 let timeout = effective_timeout(&job, &self.config);
-                let remaining = (job.started_at + chrono::Duration::from_std(timeout).unwrap_or(chrono::TimeDelta::MAX) - Utc::now())
-                    .to_std()
-                    .unwrap_or(Duration::ZERO);
+                let remaining = (job.started_at
+                    + chrono::Duration::from_std(timeout).unwrap_or(chrono::TimeDelta::MAX)
+                    - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO);
                 let timer = async {
                     tokio::time::sleep(remaining).await;
                     self.time_out(&job, timeout, &running).await;
@@ -334,30 +382,54 @@ impl Worker {
             }
         };
         if let Some(StopReason::Lost(state)) = running.stop_reason() {
-            tracing::warn!(?state, "job is no longer ours; dropping it without a hand-back");
+            tracing::warn!(
+                ?state,
+                "job is no longer ours; dropping it without a hand-back"
+            );
             logs.finish().await;
             shared.running().remove(&job.id);
             return;
         }
         if let Outcome::Failure(failure) = &completion.outcome {
-            logs.note(&format!("{} ({}): {}", failure.name, failure.category, failure.message));
+            logs.note(&format!(
+                "{} ({}): {}",
+                failure.name, failure.category, failure.message
+            ));
         }
         logs.finish().await;
-        let hand_back = HandBack { id: job.id, kind: job.kind.clone(), completion, started_at: job.started_at };
+        let hand_back = HandBack {
+            id: job.id,
+            kind: job.kind.clone(),
+            completion,
+            started_at: job.started_at,
+        };
         let result = self.hand_back_with_retries(&hand_back, abandon).await;
         shared.running().remove(&job.id);
         match result {
             Some(HandBackResult::Done { canceled }) => {
-                let outcome = if canceled { "canceled" } else { hand_back.completion.outcome.label() };
+                let outcome = if canceled {
+                    "canceled"
+                } else {
+                    hand_back.completion.outcome.label()
+                };
                 tracing::Span::current().record("outcome", outcome);
-                tracing::info!(outcome, duration_ms = hand_back.completion.duration.as_millis(), "job handed back");
+                tracing::info!(
+                    outcome,
+                    duration_ms = hand_back.completion.duration.as_millis(),
+                    "job handed back"
+                );
                 shared.jobs_executed.fetch_add(1, Ordering::Relaxed);
-                shared.fix_ups().push(FixUp { id: job.id, record: hand_back.fix_up_record(&self.name) });
+                shared.fix_ups().push(FixUp {
+                    id: job.id,
+                    record: hand_back.fix_up_record(&self.name),
+                });
             }
             Some(HandBackResult::NotOurs) => {
                 tracing::warn!("job was taken from us before the hand-back; nothing handed back");
             }
-            None => tracing::warn!("hand-back abandoned at shutdown; the job stays owned in Windmill"),
+            None => {
+                tracing::warn!("hand-back abandoned at shutdown; the job stays owned in Windmill")
+            }
         }
     }
 
@@ -366,7 +438,11 @@ impl Worker {
     async fn time_out(&self, job: &Job, timeout: Duration, running: &Running) {
         let mut delays = retry_delays();
         loop {
-            match self.queue.cancel_for_timeout(&self.name, job.id, timeout).await {
+            match self
+                .queue
+                .cancel_for_timeout(&self.name, job.id, timeout)
+                .await
+            {
                 Ok(()) => break,
                 Err(error) => {
                     let delay = delays.next().unwrap_or(Duration::from_secs(10));
@@ -384,11 +460,19 @@ impl Worker {
 
     /// Hands back, retrying database trouble with capped, jittered backoff for as long as the
     /// worker lives: a job on our tag must never be left stuck. `None` when abandoned.
-    async fn hand_back_with_retries(&self, hand_back: &HandBack, abandon: &CancellationToken) -> Option<HandBackResult> {
+    async fn hand_back_with_retries(
+        &self,
+        hand_back: &HandBack,
+        abandon: &CancellationToken,
+    ) -> Option<HandBackResult> {
         let finalize_tag = &self.config.settings.windmill.finalize_tag;
         let mut delays = retry_delays();
         loop {
-            match self.queue.hand_back(&self.name, finalize_tag, hand_back).await {
+            match self
+                .queue
+                .hand_back(&self.name, finalize_tag, hand_back)
+                .await
+            {
                 Ok(result) => return Some(result),
                 Err(error) => {
                     let delay = delays.next().unwrap_or(Duration::from_secs(10));
@@ -423,19 +507,29 @@ impl Worker {
     }
 
     async fn beat(&self, shared: &Shared) {
-        let jobs: Vec<(JobId, Arc<Running>)> = shared.running().iter().map(|(id, r)| (*id, r.clone())).collect();
+        let jobs: Vec<(JobId, Arc<Running>)> = shared
+            .running()
+            .iter()
+            .map(|(id, r)| (*id, r.clone()))
+            .collect();
         if jobs.is_empty() {
             return;
         }
         let beats: Vec<Beat> = jobs
             .iter()
-            .map(|(id, r)| Beat { id: *id, memory_peak_kib: Some(r.memory_peak_kib.load(Ordering::Relaxed)).filter(|p| *p >= 0) })
+            .map(|(id, r)| Beat {
+                id: *id,
+                memory_peak_kib: Some(r.memory_peak_kib.load(Ordering::Relaxed))
+                    .filter(|p| *p >= 0),
+            })
             .collect();
         match self.queue.heartbeat(&self.name, &beats).await {
             Ok(states) => {
                 let by_id: HashMap<JobId, Arc<Running>> = jobs.into_iter().collect();
                 for (id, state) in states {
-                    let Some(running) = by_id.get(&id) else { continue };
+                    let Some(running) = by_id.get(&id) else {
+                        continue;
+                    };
                     match state {
                         JobState::Running => {}
                         JobState::Canceled(cancel) => {
@@ -451,14 +545,19 @@ impl Worker {
                     }
                 }
             }
-            Err(error) => tracing::warn!(%error, jobs = beats.len(), "heartbeat failed; retrying next tick"),
+            Err(error) => {
+                tracing::warn!(%error, jobs = beats.len(), "heartbeat failed; retrying next tick")
+            }
         }
     }
 
     fn ping(&self, shared: &Shared, started_at: chrono::DateTime<Utc>) -> WorkerPing {
         let settings = &self.config.settings;
         let running = shared.running();
-        let current_job = running.iter().next().map(|(id, r)| (*id, r.workspace.clone()));
+        let current_job = running
+            .iter()
+            .next()
+            .map(|(id, r)| (*id, r.workspace.clone()));
         #[allow(clippy::cast_precision_loss)] // a ratio of two small counts
         let occupancy = running.len() as f32 / settings.worker.concurrency as f32;
         WorkerPing {
@@ -470,7 +569,9 @@ impl Worker {
             current_job,
             jobs_executed: shared.jobs_executed.load(Ordering::Relaxed),
             occupancy,
-            vcpus: std::thread::available_parallelism().ok().and_then(|n| i64::try_from(n.get()).ok()),
+            vcpus: std::thread::available_parallelism()
+                .ok()
+                .and_then(|n| i64::try_from(n.get()).ok()),
             memory: crate::telemetry::host_memory_bytes(),
             memory_usage: crate::telemetry::own_rss_bytes(),
             started_at,
@@ -481,8 +582,14 @@ impl Worker {
         // Fix-ups a stopped worker left behind: their records travel in v2_job.args.
         match self.queue.stale_fix_ups(STALE_FIX_UP_WINDOW).await {
             Ok(ids) if !ids.is_empty() => {
-                tracing::info!(jobs = ids.len(), "resuming fix-ups left by a stopped worker");
-                shared.fix_ups().extend(ids.into_iter().map(|id| FixUp { id, record: serde_json::Value::Null }));
+                tracing::info!(
+                    jobs = ids.len(),
+                    "resuming fix-ups left by a stopped worker"
+                );
+                shared.fix_ups().extend(ids.into_iter().map(|id| FixUp {
+                    id,
+                    record: serde_json::Value::Null,
+                }));
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "looking for stale fix-ups failed"),
@@ -504,7 +611,10 @@ impl Worker {
             if stopping {
                 let left = shared.fix_ups().len();
                 if left > 0 {
-                    tracing::info!(jobs = left, "fix-ups not done yet at shutdown; the next worker finishes those handed back as success or failure");
+                    tracing::info!(
+                        jobs = left,
+                        "fix-ups not done yet at shutdown; the next worker finishes those handed back as success or failure"
+                    );
                 }
                 return;
             }
@@ -519,7 +629,9 @@ impl Worker {
 /// The job's own timeout, else the instance default, never above the instance maximum.
 fn effective_timeout(job: &Job, config: &Config) -> Duration {
     let w = &config.settings.windmill;
-    job.timeout.unwrap_or(w.default_timeout.0).min(w.max_timeout.0)
+    job.timeout
+        .unwrap_or(w.default_timeout.0)
+        .min(w.max_timeout.0)
 }
 
 /// Delays between retries of database work: exponential from 100 ms, jittered, capped at 10 s,
@@ -543,7 +655,10 @@ mod tests {
 
     fn config(concurrency: usize) -> Config {
         let env: BTreeMap<String, String> = [
-            ("FLEXT__WORKER__CONCURRENCY".to_owned(), concurrency.to_string()),
+            (
+                "FLEXT__WORKER__CONCURRENCY".to_owned(),
+                concurrency.to_string(),
+            ),
             ("FLEXT__WORKER__NAME".to_owned(), "wk-test".to_owned()),
             ("FLEXT__WORKER__SHUTDOWN_GRACE".to_owned(), "10s".to_owned()),
         ]
@@ -568,7 +683,10 @@ mod tests {
     async fn until(what: &str, mut condition: impl FnMut() -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while !condition() {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -580,10 +698,19 @@ mod tests {
             memory.push(crate::testing::job());
         }
         let release = CancellationToken::new();
-        let handle = Worker::new(config(2), Queue::Memory(memory.clone()), gated(release.clone())).spawn();
+        let handle = Worker::new(
+            config(2),
+            Queue::Memory(memory.clone()),
+            gated(release.clone()),
+        )
+        .spawn();
         until("two jobs running", || memory.running().len() == 2).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(memory.running().len(), 2, "a third job was claimed without a free permit");
+        assert_eq!(
+            memory.running().len(),
+            2,
+            "a third job was claimed without a free permit"
+        );
         assert_eq!(memory.waiting(), 3);
         release.cancel();
         until("all handed back", || memory.handed_back().len() == 5).await;
@@ -595,7 +722,12 @@ mod tests {
         let memory = MemoryQueue::new();
         memory.push(crate::testing::job());
         let release = CancellationToken::new();
-        let handle = Worker::new(config(4), Queue::Memory(memory.clone()), gated(release.clone())).spawn();
+        let handle = Worker::new(
+            config(4),
+            Queue::Memory(memory.clone()),
+            gated(release.clone()),
+        )
+        .spawn();
         until("the job running", || memory.running().len() == 1).await;
         handle.stop();
         memory.push(crate::testing::job());
@@ -612,12 +744,21 @@ mod tests {
         let job = crate::testing::job();
         let id = job.id;
         memory.push(job);
-        let handle = Worker::new(config(4), Queue::Memory(memory.clone()), gated(CancellationToken::new())).spawn();
+        let handle = Worker::new(
+            config(4),
+            Queue::Memory(memory.clone()),
+            gated(CancellationToken::new()),
+        )
+        .spawn();
         until("the job running", || memory.running().len() == 1).await;
         handle.stop();
         handle.wait().await;
         assert!(memory.handed_back().is_empty());
-        assert_eq!(memory.running(), vec![id], "the job must stay owned for the next worker");
+        assert_eq!(
+            memory.running(),
+            vec![id],
+            "the job must stay owned for the next worker"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -626,7 +767,12 @@ mod tests {
         let job = crate::testing::job();
         let id = job.id;
         memory.push(job);
-        let handle = Worker::new(config(4), Queue::Memory(memory.clone()), gated(CancellationToken::new())).spawn();
+        let handle = Worker::new(
+            config(4),
+            Queue::Memory(memory.clone()),
+            gated(CancellationToken::new()),
+        )
+        .spawn();
         until("the job running", || memory.running().len() == 1).await;
         memory.cancel(id, "alice", Some("not needed".into()));
         until("the hand-back", || !memory.handed_back().is_empty()).await;
@@ -640,7 +786,12 @@ mod tests {
         let mut job = crate::testing::job();
         job.timeout = Some(Duration::from_secs(20));
         memory.push(job);
-        let handle = Worker::new(config(4), Queue::Memory(memory.clone()), gated(CancellationToken::new())).spawn();
+        let handle = Worker::new(
+            config(4),
+            Queue::Memory(memory.clone()),
+            gated(CancellationToken::new()),
+        )
+        .spawn();
         until("the hand-back", || !memory.handed_back().is_empty()).await;
         assert_eq!(memory.handed_back()[0].2, Outcome::Canceled);
         handle.shutdown().await;
@@ -652,7 +803,12 @@ mod tests {
         let job = crate::testing::job();
         let id = job.id;
         memory.push(job);
-        let handle = Worker::new(config(4), Queue::Memory(memory.clone()), gated(CancellationToken::new())).spawn();
+        let handle = Worker::new(
+            config(4),
+            Queue::Memory(memory.clone()),
+            gated(CancellationToken::new()),
+        )
+        .spawn();
         until("the job running", || memory.running().len() == 1).await;
         memory.delete(id);
         until("the worker to drop it", || handle.running() == 0).await;
@@ -663,7 +819,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn registers_in_worker_ping_with_group_and_tags() {
         let memory = MemoryQueue::new();
-        let handle = Worker::new(config(4), Queue::Memory(memory.clone()), gated(CancellationToken::new())).spawn();
+        let handle = Worker::new(
+            config(4),
+            Queue::Memory(memory.clone()),
+            gated(CancellationToken::new()),
+        )
+        .spawn();
         until("a registration", || !memory.pings().is_empty()).await;
         let ping = &memory.pings()[0];
         assert_eq!(ping.name, "wk-test");

@@ -15,7 +15,9 @@ use crate::logs::LogSink;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What an in-process executor runs for each job.
-pub type Handler = Arc<dyn for<'a> Fn(&'a Job, CancellationToken, &'a LogSink) -> BoxFuture<'a, Outcome> + Send + Sync>;
+pub type Handler = Arc<
+    dyn for<'a> Fn(&'a Job, CancellationToken, &'a LogSink) -> BoxFuture<'a, Outcome> + Send + Sync,
+>;
 
 /// Runs each job by calling a handler inside the worker process.
 #[derive(Clone)]
@@ -28,7 +30,10 @@ impl InProcessExecutor {
     /// An executor for `languages` that calls `handler`.
     #[must_use]
     pub fn new(languages: &[&str], handler: Handler) -> Self {
-        Self { languages: languages.iter().map(|l| Language::new(l)).collect(), handler }
+        Self {
+            languages: languages.iter().map(|l| Language::new(l)).collect(),
+            handler,
+        }
     }
 
     /// Every job succeeds with `{"args": <its args>}` after logging one line. Exercises the whole
@@ -39,7 +44,15 @@ impl InProcessExecutor {
             languages,
             Arc::new(|job: &Job, _cancel, logs: &LogSink| {
                 Box::pin(async move {
-                    logs.line(format!("echo: {} job {} with {} bytes of code", job.language.as_ref().map_or("?", Language::as_str), job.id, job.code.as_ref().map_or(0, String::len)).as_bytes());
+                    logs.line(
+                        format!(
+                            "echo: {} job {} with {} bytes of code",
+                            job.language.as_ref().map_or("?", Language::as_str),
+                            job.id,
+                            job.code.as_ref().map_or(0, String::len)
+                        )
+                        .as_bytes(),
+                    );
                     Outcome::Success(serde_json::json!({ "args": job.args }))
                 })
             }),
@@ -52,12 +65,21 @@ impl InProcessExecutor {
         self.languages.clone()
     }
 
-    pub(super) async fn run(&self, job: &Job, cancel: CancellationToken, logs: &LogSink) -> Completion {
+    pub(super) async fn run(
+        &self,
+        job: &Job,
+        cancel: CancellationToken,
+        logs: &LogSink,
+    ) -> Completion {
         let started = Instant::now();
         let outcome = tokio::select! {
             outcome = (self.handler)(job, cancel.clone(), logs) => outcome,
             () = cancel.cancelled() => Outcome::Canceled,
         };
-        Completion { outcome, duration: started.elapsed(), memory_peak_kib: None }
+        Completion {
+            outcome,
+            duration: started.elapsed(),
+            memory_peak_kib: None,
+        }
     }
 }

@@ -57,7 +57,11 @@ impl Executor {
             ));
         }
         let languages = self.languages();
-        let supported = languages.iter().map(Language::as_str).collect::<Vec<_>>().join(", ");
+        let supported = languages
+            .iter()
+            .map(Language::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
         match &job.language {
             Some(language) if languages.contains(language) => {}
             Some(language) => {
@@ -81,7 +85,9 @@ impl Executor {
         }
         if job.code.is_none() {
             let where_ = match job.kind {
-                JobKind::Script => "no `script` row matches the job's workspace and hash (v2_job.runnable_id)",
+                JobKind::Script => {
+                    "no `script` row matches the job's workspace and hash (v2_job.runnable_id)"
+                }
                 JobKind::FlowScript => "no `flow_node` row matches v2_job.runnable_id",
                 _ => "v2_job.raw_code is empty",
             };
@@ -117,7 +123,11 @@ mod tests {
         job.language = Some(Language::new("php"));
         let failure = executor().check(&job).unwrap_err();
         assert_eq!(failure.name, "UnsupportedLanguage");
-        assert!(failure.message.contains("bash, python3"), "{}", failure.message);
+        assert!(
+            failure.message.contains("bash, python3"),
+            "{}",
+            failure.message
+        );
         assert!(failure.message.contains("`php`"), "{}", failure.message);
     }
 
@@ -127,7 +137,11 @@ mod tests {
         job.kind = JobKind::Other("appscript".into());
         let failure = executor().check(&job).unwrap_err();
         assert_eq!(failure.name, "UnsupportedJobKind");
-        assert!(failure.message.contains("script, preview, flowscript"), "{}", failure.message);
+        assert!(
+            failure.message.contains("script, preview, flowscript"),
+            "{}",
+            failure.message
+        );
     }
 
     #[test]
@@ -136,7 +150,11 @@ mod tests {
         job.code = None;
         job.kind = JobKind::Script;
         let failure = executor().check(&job).unwrap_err();
-        assert!(failure.message.contains("runnable_id"), "{}", failure.message);
+        assert!(
+            failure.message.contains("runnable_id"),
+            "{}",
+            failure.message
+        );
         job.kind = JobKind::Preview;
         let failure = executor().check(&job).unwrap_err();
         assert!(failure.message.contains("raw_code"), "{}", failure.message);

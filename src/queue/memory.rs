@@ -33,7 +33,9 @@ impl MemoryQueue {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic in another test thread must not poison every later assertion.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Queues a job.
@@ -44,7 +46,10 @@ impl MemoryQueue {
     /// Sets `canceled_by` on a job.
     pub fn cancel(&self, id: JobId, by: &str, reason: Option<String>) {
         if let Some(entry) = self.lock().running.get_mut(&id) {
-            entry.1 = Some(Cancellation { by: by.to_owned(), reason });
+            entry.1 = Some(Cancellation {
+                by: by.to_owned(),
+                reason,
+            });
         }
     }
 
@@ -105,7 +110,9 @@ impl MemoryQueue {
             .map(|beat| {
                 let job_state = match state.running.get(&beat.id) {
                     None => JobState::Gone,
-                    Some((holder, _)) if holder != worker => JobState::Lost { worker: Some(holder.clone()) },
+                    Some((holder, _)) if holder != worker => JobState::Lost {
+                        worker: Some(holder.clone()),
+                    },
                     Some((_, Some(cancel))) => JobState::Canceled(cancel.clone()),
                     Some((_, None)) => JobState::Running,
                 };
@@ -121,19 +128,35 @@ impl MemoryQueue {
             return Err(());
         }
         for chunk in chunks {
-            state.logs.entry(chunk.id).or_default().push_str(&chunk.text);
+            state
+                .logs
+                .entry(chunk.id)
+                .or_default()
+                .push_str(&chunk.text);
         }
         Ok(())
     }
 
-    pub(super) fn hand_back(&self, worker: &str, _finalize_tag: &str, hand_back: &HandBack) -> HandBackResult {
+    pub(super) fn hand_back(
+        &self,
+        worker: &str,
+        _finalize_tag: &str,
+        hand_back: &HandBack,
+    ) -> HandBackResult {
         let mut state = self.lock();
         match state.running.get(&hand_back.id) {
             Some((holder, cancel)) if holder == worker => {
-                let canceled = cancel.is_some() || matches!(hand_back.completion.outcome, Outcome::Canceled);
-                let outcome = if canceled { Outcome::Canceled } else { hand_back.completion.outcome.clone() };
+                let canceled =
+                    cancel.is_some() || matches!(hand_back.completion.outcome, Outcome::Canceled);
+                let outcome = if canceled {
+                    Outcome::Canceled
+                } else {
+                    hand_back.completion.outcome.clone()
+                };
                 state.running.remove(&hand_back.id);
-                state.handed_back.push((hand_back.id, worker.to_owned(), outcome));
+                state
+                    .handed_back
+                    .push((hand_back.id, worker.to_owned(), outcome));
                 HandBackResult::Done { canceled }
             }
             _ => HandBackResult::NotOurs,

@@ -25,7 +25,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The database cannot be reached (or dropped the connection): retry with backoff.
-    #[error("cannot reach Windmill's database at {url}: {source}; check FLEXT_DATABASE_URL and that Postgres is up")]
+    #[error(
+        "cannot reach Windmill's database at {url}: {source}; check FLEXT_DATABASE_URL and that Postgres is up"
+    )]
     Unreachable {
         /// The URL, password redacted.
         url: String,
@@ -76,11 +78,16 @@ impl Error {
 
 fn is_transient(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => {
             // 40001 serialization_failure, 40P01 deadlock_detected, 57P01 admin_shutdown,
             // 08xxx connection exceptions, 53300 too_many_connections.
-            db.code().is_some_and(|c| c == "40001" || c == "40P01" || c == "57P01" || c == "53300" || c.starts_with("08"))
+            db.code().is_some_and(|c| {
+                c == "40001" || c == "40P01" || c == "57P01" || c == "53300" || c.starts_with("08")
+            })
         }
         _ => false,
     }
@@ -236,11 +243,20 @@ impl Queue {
     }
 
     /// Cancels a job that ran past its timeout, the way Windmill does.
-    pub async fn cancel_for_timeout(&self, worker: &str, id: JobId, timeout: Duration) -> Result<()> {
+    pub async fn cancel_for_timeout(
+        &self,
+        worker: &str,
+        id: JobId,
+        timeout: Duration,
+    ) -> Result<()> {
         match self {
             Self::Postgres(q) => q.cancel_for_timeout(worker, id, timeout).await,
             Self::Memory(q) => {
-                q.cancel(id, "timeout", Some(format!("duration > {}", timeout.as_secs())));
+                q.cancel(
+                    id,
+                    "timeout",
+                    Some(format!("duration > {}", timeout.as_secs())),
+                );
                 Ok(())
             }
         }
@@ -258,7 +274,12 @@ impl Queue {
     }
 
     /// Hands a finished job back to Windmill (see `windmill-protocol.md`).
-    pub async fn hand_back(&self, worker: &str, finalize_tag: &str, hand_back: &HandBack) -> Result<HandBackResult> {
+    pub async fn hand_back(
+        &self,
+        worker: &str,
+        finalize_tag: &str,
+        hand_back: &HandBack,
+    ) -> Result<HandBackResult> {
         match self {
             Self::Postgres(q) => q.hand_back(worker, finalize_tag, hand_back).await,
             Self::Memory(q) => Ok(q.hand_back(worker, finalize_tag, hand_back)),

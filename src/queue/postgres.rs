@@ -10,7 +10,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::{Beat, Error, FixUp, HandBack, HandBackResult, JobState, LogChunk, Result, WorkerPing};
-use crate::config::{redact_url, Secret};
+use crate::config::{Secret, redact_url};
 use crate::domain::{Cancellation, FlowStep, Job, JobId, JobKind, Language, Outcome};
 
 const CLAIM: &str = include_str!("sql/claim.sql");
@@ -34,12 +34,17 @@ pub struct PgQueue {
 
 impl PgQueue {
     /// Connects a pool to `url`, failing fast with a clear error when the database is unreachable.
-    pub async fn connect(url: &Secret, max_connections: u32, connect_timeout: Duration) -> Result<Self> {
+    pub async fn connect(
+        url: &Secret,
+        max_connections: u32,
+        connect_timeout: Duration,
+    ) -> Result<Self> {
         let shown = redact_url(url.expose());
-        let options: PgConnectOptions = url
-            .expose()
-            .parse()
-            .map_err(|source| Error::Unreachable { url: shown.clone(), source })?;
+        let options: PgConnectOptions =
+            url.expose().parse().map_err(|source| Error::Unreachable {
+                url: shown.clone(),
+                source,
+            })?;
         let options = options.application_name("flext-kubernetes");
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
@@ -53,7 +58,13 @@ impl PgQueue {
     /// Wraps an existing pool.
     #[must_use]
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool, never_claimed: JobKind::NEVER_CLAIMED.iter().map(|s| (*s).to_owned()).collect() }
+        Self {
+            pool,
+            never_claimed: JobKind::NEVER_CLAIMED
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+        }
     }
 
     /// The pool, for the startup checks and tests.
@@ -73,7 +84,11 @@ impl PgQueue {
         row.map(|row| job_from_row(&row)).transpose()
     }
 
-    pub(super) async fn heartbeat(&self, worker: &str, beats: &[Beat]) -> Result<Vec<(JobId, JobState)>> {
+    pub(super) async fn heartbeat(
+        &self,
+        worker: &str,
+        beats: &[Beat],
+    ) -> Result<Vec<(JobId, JobState)>> {
         if beats.is_empty() {
             return Ok(Vec::new());
         }
@@ -95,9 +110,14 @@ impl PgQueue {
                 let state = if !present {
                     JobState::Gone
                 } else if !ours {
-                    JobState::Lost { worker: get(row, "worker")? }
+                    JobState::Lost {
+                        worker: get(row, "worker")?,
+                    }
                 } else if let Some(by) = canceled_by {
-                    JobState::Canceled(Cancellation { by, reason: get(row, "canceled_reason")? })
+                    JobState::Canceled(Cancellation {
+                        by,
+                        reason: get(row, "canceled_reason")?,
+                    })
                 } else {
                     JobState::Running
                 };
@@ -106,7 +126,12 @@ impl PgQueue {
             .collect()
     }
 
-    pub(super) async fn cancel_for_timeout(&self, worker: &str, id: JobId, timeout: Duration) -> Result<()> {
+    pub(super) async fn cancel_for_timeout(
+        &self,
+        worker: &str,
+        id: JobId,
+        timeout: Duration,
+    ) -> Result<()> {
         sqlx::query(TIMEOUT)
             .bind(id.0)
             .bind(worker)
@@ -134,9 +159,18 @@ impl PgQueue {
         Ok(())
     }
 
-    pub(super) async fn hand_back(&self, worker: &str, finalize_tag: &str, hand_back: &HandBack) -> Result<HandBackResult> {
+    pub(super) async fn hand_back(
+        &self,
+        worker: &str,
+        finalize_tag: &str,
+        hand_back: &HandBack,
+    ) -> Result<HandBackResult> {
         let id = hand_back.id;
-        let mut tx = self.pool.begin().await.map_err(Error::db("starting the hand-back"))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(Error::db("starting the hand-back"))?;
         let row = sqlx::query(LOCK_FOR_HAND_BACK)
             .bind(id.0)
             .fetch_optional(&mut *tx)
@@ -154,13 +188,18 @@ impl PgQueue {
         let record = hand_back.fix_up_record(worker);
         // A cancel wins over whatever we computed: the stock worker completes the job as canceled
         // when `canceled_by` is set, so v2_job stays untouched.
-        let canceled = canceled_by.is_some() || matches!(hand_back.completion.outcome, Outcome::Canceled);
+        let canceled =
+            canceled_by.is_some() || matches!(hand_back.completion.outcome, Outcome::Canceled);
         if !canceled {
             let updated = match &hand_back.completion.outcome {
-                Outcome::Success(result) => sqlx::query(HAND_BACK_SUCCESS).bind(id.0).bind(result).bind(&record),
-                Outcome::Failure(failure) => {
-                    sqlx::query(HAND_BACK_FAILURE).bind(id.0).bind(failure.to_pre_run_error()).bind(&record)
-                }
+                Outcome::Success(result) => sqlx::query(HAND_BACK_SUCCESS)
+                    .bind(id.0)
+                    .bind(result)
+                    .bind(&record),
+                Outcome::Failure(failure) => sqlx::query(HAND_BACK_FAILURE)
+                    .bind(id.0)
+                    .bind(failure.to_pre_run_error())
+                    .bind(&record),
                 Outcome::Canceled => unreachable!("handled above"),
             }
             .execute(&mut *tx)
@@ -181,7 +220,9 @@ impl PgQueue {
             .execute(&mut *tx)
             .await
             .map_err(Error::db("re-queueing the job for its finalize tag"))?;
-        tx.commit().await.map_err(Error::db("committing the hand-back"))?;
+        tx.commit()
+            .await
+            .map_err(Error::db("committing the hand-back"))?;
         Ok(HandBackResult::Done { canceled })
     }
 
@@ -256,7 +297,10 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
         path: get(row, "runnable_path")?,
         entrypoint: get(row, "script_entrypoint_override")?,
         args: args.unwrap_or(Value::Null),
-        timeout: timeout.and_then(|t| u64::try_from(t).ok()).filter(|t| *t > 0).map(Duration::from_secs),
+        timeout: timeout
+            .and_then(|t| u64::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .map(Duration::from_secs),
         priority: get(row, "priority")?,
         flow: match parent {
             Some(parent) => Some(FlowStep {

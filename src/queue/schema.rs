@@ -9,7 +9,9 @@ use super::{Error, Result};
 
 /// Columns we read or write, with Postgres' `udt_name` of their type (`None`: any type) and
 /// whether they must be NOT NULL.
-const EXPECTED: &[(&str, &[(&str, Option<&str>)])] = &[
+type Columns = &'static [(&'static str, Option<&'static str>)];
+
+const EXPECTED: &[(&str, Columns)] = &[
     (
         "v2_job",
         &[
@@ -55,8 +57,18 @@ const EXPECTED: &[(&str, &[(&str, Option<&str>)])] = &[
             ("worker", Some("varchar")),
         ],
     ),
-    ("v2_job_runtime", &[("id", Some("uuid")), ("ping", Some("timestamptz")), ("memory_peak", Some("int4"))]),
-    ("v2_job_status", &[("id", Some("uuid")), ("flow_status", Some("jsonb"))]),
+    (
+        "v2_job_runtime",
+        &[
+            ("id", Some("uuid")),
+            ("ping", Some("timestamptz")),
+            ("memory_peak", Some("int4")),
+        ],
+    ),
+    (
+        "v2_job_status",
+        &[("id", Some("uuid")), ("flow_status", Some("jsonb"))],
+    ),
     (
         "v2_job_completed",
         &[
@@ -70,7 +82,14 @@ const EXPECTED: &[(&str, &[(&str, Option<&str>)])] = &[
             ("worker", Some("varchar")),
         ],
     ),
-    ("job_logs", &[("job_id", Some("uuid")), ("workspace_id", Some("varchar")), ("logs", Some("text"))]),
+    (
+        "job_logs",
+        &[
+            ("job_id", Some("uuid")),
+            ("workspace_id", Some("varchar")),
+            ("logs", Some("text")),
+        ],
+    ),
     (
         "worker_ping",
         &[
@@ -105,12 +124,22 @@ const EXPECTED: &[(&str, &[(&str, Option<&str>)])] = &[
             ("envs", None),
         ],
     ),
-    ("flow_node", &[("id", Some("int8")), ("code", Some("text")), ("lock", Some("text"))]),
+    (
+        "flow_node",
+        &[
+            ("id", Some("int8")),
+            ("code", Some("text")),
+            ("lock", Some("text")),
+        ],
+    ),
 ];
 
 /// Enum labels our statements name.
 const EXPECTED_ENUM_LABELS: &[(&str, &[&str])] = &[
-    ("job_kind", &["script", "preview", "flowscript", "identity", "flow"]),
+    (
+        "job_kind",
+        &["script", "preview", "flowscript", "identity", "flow"],
+    ),
     ("job_status", &["success", "failure", "canceled"]),
 ];
 
@@ -143,7 +172,9 @@ pub async fn check_schema(pool: &PgPool) -> Result<()> {
             match (have.get(*column), udt) {
                 (None, _) => problems.push(format!("column `{table}.{column}` is missing")),
                 (Some(actual), Some(expected)) if actual != expected => {
-                    problems.push(format!("column `{table}.{column}` is `{actual}`, expected `{expected}`"));
+                    problems.push(format!(
+                        "column `{table}.{column}` is `{actual}`, expected `{expected}`"
+                    ));
                 }
                 _ => {}
             }
@@ -194,8 +225,12 @@ pub async fn check_role(pool: &PgPool) -> Result<()> {
     .await
     .map_err(Error::db("reading our role"))?;
     let role: String = row.try_get("role").map_err(Error::db("reading our role"))?;
-    let superuser: bool = row.try_get("rolsuper").map_err(Error::db("reading our role"))?;
-    let bypass: bool = row.try_get("rolbypassrls").map_err(Error::db("reading our role"))?;
+    let superuser: bool = row
+        .try_get("rolsuper")
+        .map_err(Error::db("reading our role"))?;
+    let bypass: bool = row
+        .try_get("rolbypassrls")
+        .map_err(Error::db("reading our role"))?;
 
     for table in ["v2_job", "script"] {
         let row = sqlx::query(
@@ -209,10 +244,18 @@ pub async fn check_role(pool: &PgPool) -> Result<()> {
         .fetch_one(pool)
         .await
         .map_err(Error::db("reading row-level security settings"))?;
-        let rls: bool = row.try_get("rls").map_err(Error::db("reading row-level security settings"))?;
-        let forced: bool = row.try_get("forced").map_err(Error::db("reading row-level security settings"))?;
-        let owner: bool = row.try_get("owner").map_err(Error::db("reading row-level security settings"))?;
-        let owner_name: String = row.try_get("owner_name").map_err(Error::db("reading row-level security settings"))?;
+        let rls: bool = row
+            .try_get("rls")
+            .map_err(Error::db("reading row-level security settings"))?;
+        let forced: bool = row
+            .try_get("forced")
+            .map_err(Error::db("reading row-level security settings"))?;
+        let owner: bool = row
+            .try_get("owner")
+            .map_err(Error::db("reading row-level security settings"))?;
+        let owner_name: String = row
+            .try_get("owner_name")
+            .map_err(Error::db("reading row-level security settings"))?;
         let exempt = superuser || bypass || (owner && !forced);
         if rls && !exempt {
             return Err(Error::Permission(format!(

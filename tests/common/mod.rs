@@ -1,0 +1,515 @@
+//! Shared fixtures for tests against a real PostgreSQL: a fresh database per test cloned from the
+//! Windmill schema fixture, builders that push jobs the way Windmill does, and a stock-worker
+//! double.
+#![allow(dead_code, clippy::missing_panics_doc)]
+
+pub mod stock;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use flext_kubernetes::config::Config;
+use flext_kubernetes::domain::{Job, JobId};
+use flext_kubernetes::executor::{Executor, InProcessExecutor};
+use flext_kubernetes::logs::LogSink;
+use flext_kubernetes::queue::{PgQueue, Queue};
+use flext_kubernetes::worker::{Worker, WorkerHandle};
+use serde_json::{Value, json};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Row};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// A database of its own for one test, cloned from `flext_template`.
+pub struct TestDb {
+    pub pool: PgPool,
+    pub url: String,
+    pub name: String,
+}
+
+pub fn admin_url() -> String {
+    std::env::var("FLEXT_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "FLEXT_TEST_DATABASE_URL is not set: run the tests with scripts/test (it starts PostgreSQL), \
+             or `scripts/pg start && eval \"$(scripts/pg env)\"` first"
+        )
+    })
+}
+
+/// The URL of another database on the same server.
+pub fn url_for(database: &str) -> String {
+    let admin = admin_url();
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(b, _)| b)
+        .to_owned();
+    format!("{base}/{database}")
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let name = format!("flext_test_{}", Uuid::new_v4().simple());
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin_url())
+            .await
+            .expect("connect to the test server");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name} TEMPLATE flext_template"
+        )))
+        .execute(&admin)
+        .await
+        .expect("clone flext_template (did scripts/pg start load the fixture?)");
+        admin.close().await;
+        let url = url_for(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(&url)
+            .await
+            .expect("connect to the test database");
+        Self { pool, url, name }
+    }
+
+    pub fn queue(&self) -> PgQueue {
+        PgQueue::from_pool(self.pool.clone())
+    }
+
+    /// Runs SQL as the test's superuser.
+    pub async fn exec(&self, sql: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// A worker config for tests: fast ticks, a unique name.
+pub fn config(extra: &[(&str, &str)]) -> Config {
+    let mut env: BTreeMap<String, String> = [
+        (
+            "FLEXT__WORKER__NAME",
+            format!("wk-test-{}", &Uuid::new_v4().simple().to_string()[..8]),
+        ),
+        ("FLEXT__WORKER__POLL_INTERVAL", "20ms".into()),
+        ("FLEXT__WORKER__HEARTBEAT_INTERVAL", "200ms".into()),
+        ("FLEXT__WORKER__SHUTDOWN_GRACE", "5s".into()),
+        ("FLEXT__WORKER__CONCURRENCY", "8".into()),
+        ("FLEXT__LOGS__FAST_FLUSH_INTERVAL", "100ms".into()),
+        ("FLEXT__WINDMILL__TAGS", "[k8s, k8s-gpu]".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in extra {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Config::from_yaml("", &env).expect("test config")
+}
+
+/// What a test handler does with a job.
+pub type Behaviour = fn(&Job) -> flext_kubernetes::domain::Outcome;
+
+/// An in-process executor that logs the job's code lines and then applies `behaviour`; it honours
+/// cancellation while `sleep` runs.
+pub fn executor(behaviour: Behaviour, sleep: Duration) -> Executor {
+    Executor::InProcess(InProcessExecutor::new(
+        &["python3", "bash", "bun", "deno"],
+        std::sync::Arc::new(
+            move |job: &Job, cancel: CancellationToken, logs: &LogSink| {
+                Box::pin(async move {
+                    // Each code line is echoed as output; `\0` and `\xff` stand for raw bytes that
+                    // Postgres text cannot hold (NUL) or that are not UTF-8.
+                    for line in job.code.as_deref().unwrap_or_default().lines() {
+                        let bytes = line.replace("\\0", "\0").into_bytes();
+                        let bytes: Vec<u8> = String::from_utf8_lossy(&bytes)
+                            .split("\\xff")
+                            .map(|part| part.as_bytes().to_vec())
+                            .collect::<Vec<_>>()
+                            .join(&0xff_u8);
+                        logs.line(&bytes);
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(sleep) => behaviour(job),
+                        () = cancel.cancelled() => flext_kubernetes::domain::Outcome::Canceled,
+                    }
+                })
+            },
+        ),
+    ))
+}
+
+/// Returns `{"sum": x + y}` from args, or fails like a Python ValueError when `fail` is true.
+pub fn add(job: &Job) -> flext_kubernetes::domain::Outcome {
+    use flext_kubernetes::domain::{FailureCategory, JobFailure, Outcome};
+    let args = job.args.as_object().cloned().unwrap_or_default();
+    if args.get("fail").and_then(Value::as_bool) == Some(true) {
+        let mut failure = JobFailure::new(
+            FailureCategory::UserError,
+            "ValueError",
+            "x must be positive",
+        );
+        failure.stack =
+            Some("Traceback (most recent call last):\n  File \"main.py\", line 2".into());
+        return Outcome::Failure(failure);
+    }
+    let x = args.get("x").and_then(Value::as_i64).unwrap_or(0);
+    let y = args.get("y").and_then(Value::as_i64).unwrap_or(0);
+    Outcome::Success(json!({ "sum": x + y }))
+}
+
+pub fn start_worker(db: &TestDb, config: Config, executor: Executor) -> WorkerHandle {
+    Worker::new(config, Queue::Postgres(db.queue()), executor).spawn()
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A job as Windmill pushes it: `WindmillJob::preview("print(1)").tag("k8s").push(&db)`.
+#[derive(Debug, Clone)]
+pub struct WindmillJob {
+    pub id: Uuid,
+    pub workspace: String,
+    pub kind: &'static str,
+    pub tag: String,
+    pub language: Option<String>,
+    pub code: String,
+    pub lock: Option<String>,
+    pub path: String,
+    pub args: Option<Value>,
+    pub timeout: Option<i32>,
+    pub priority: Option<i16>,
+    pub scheduled_in: Option<Duration>,
+    pub same_worker: bool,
+    pub canceled_by: Option<String>,
+    pub pre_run_error: Option<String>,
+    pub parent: Option<(Uuid, i32, String)>,
+    pub runnable_id: Option<i64>,
+}
+
+impl WindmillJob {
+    fn base(kind: &'static str, code: &str) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            workspace: "demo".into(),
+            kind,
+            tag: "k8s".into(),
+            language: Some("python3".into()),
+            code: code.into(),
+            lock: None,
+            path: "u/alice/script".into(),
+            args: Some(json!({})),
+            timeout: None,
+            priority: None,
+            scheduled_in: None,
+            same_worker: false,
+            canceled_by: None,
+            pre_run_error: None,
+            parent: None,
+            runnable_id: None,
+        }
+    }
+
+    /// A deployed script (a `script` row, the job points at it by hash).
+    pub fn script(path: &str, code: &str) -> Self {
+        Self {
+            path: path.into(),
+            ..Self::base("script", code)
+        }
+    }
+
+    /// A preview: code in `v2_job.raw_code`.
+    pub fn preview(code: &str) -> Self {
+        Self::base("preview", code)
+    }
+
+    /// A job of any other kind (`flow`, `identity`, `dependencies`, `appscript`, ...).
+    pub fn kind(kind: &'static str) -> Self {
+        Self::base(kind, "")
+    }
+
+    pub fn tag(mut self, tag: &str) -> Self {
+        self.tag = tag.into();
+        self
+    }
+    pub fn lang(mut self, language: &str) -> Self {
+        self.language = Some(language.into());
+        self
+    }
+    pub fn args(mut self, args: Value) -> Self {
+        self.args = Some(args);
+        self
+    }
+    pub fn raw_args(mut self, args: Option<Value>) -> Self {
+        self.args = args;
+        self
+    }
+    pub fn timeout(mut self, seconds: i32) -> Self {
+        self.timeout = Some(seconds);
+        self
+    }
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+    pub fn scheduled_in(mut self, delay: Duration) -> Self {
+        self.scheduled_in = Some(delay);
+        self
+    }
+    pub fn same_worker(mut self) -> Self {
+        self.same_worker = true;
+        self
+    }
+    pub fn canceled_by(mut self, who: &str) -> Self {
+        self.canceled_by = Some(who.into());
+        self
+    }
+    pub fn pre_run_error(mut self, message: &str) -> Self {
+        self.pre_run_error = Some(message.into());
+        self
+    }
+
+    pub async fn push(self, db: &TestDb) -> JobId {
+        push(&db.pool, self).await
+    }
+}
+
+/// Inserts the rows Windmill writes when it queues a job.
+pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
+    let mut tx = pool.begin().await.unwrap();
+    let mut runnable_id = job.runnable_id;
+    if job.kind == "script" {
+        let hash: i64 = rand_hash();
+        sqlx::query(
+            "INSERT INTO script (workspace_id, hash, path, content, lock, language, created_by, envs)
+             VALUES ($1, $2, $3, $4, $5, $6::script_lang, 'alice', ARRAY['FOO'])",
+        )
+        .bind(&job.workspace)
+        .bind(hash)
+        .bind(&job.path)
+        .bind(&job.code)
+        .bind(&job.lock)
+        .bind(job.language.as_deref().unwrap_or("python3"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        runnable_id = Some(hash);
+    }
+    let raw_code = (job.kind == "preview").then_some(job.code.clone());
+    let (parent, root, step, step_id) = match &job.parent {
+        Some((p, s, sid)) => (Some(*p), Some(*p), Some(*s), Some(sid.clone())),
+        None => (None, None, None, None),
+    };
+    sqlx::query(
+        "INSERT INTO v2_job (id, workspace_id, kind, tag, script_lang, raw_code, raw_lock, runnable_id,
+                             runnable_path, args, timeout, priority, same_worker, created_by,
+                             permissioned_as, permissioned_as_email, parent_job, root_job, flow_step,
+                             flow_step_id, pre_run_error)
+         VALUES ($1, $2, $3::job_kind, $4, $5::script_lang, $6, $7, $8, $9, $10, $11, $12, $13, 'alice',
+                 'u/alice', 'alice@example.com', $14, $15, $16, $17, $18)",
+    )
+    .bind(job.id)
+    .bind(&job.workspace)
+    .bind(job.kind)
+    .bind(&job.tag)
+    .bind(&job.language)
+    .bind(&raw_code)
+    .bind(&job.lock)
+    .bind(runnable_id)
+    .bind(&job.path)
+    .bind(&job.args)
+    .bind(job.timeout)
+    .bind(job.priority)
+    .bind(job.same_worker)
+    .bind(parent)
+    .bind(root)
+    .bind(step)
+    .bind(step_id)
+    .bind(&job.pre_run_error)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let delay_ms = job.scheduled_in.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    sqlx::query(
+        "INSERT INTO v2_job_queue (id, workspace_id, scheduled_for, tag, priority, canceled_by, canceled_reason)
+         VALUES ($1, $2, now() + make_interval(secs => $3 / 1000.0), $4, $5, $6, $7)",
+    )
+    .bind(job.id)
+    .bind(&job.workspace)
+    .bind(delay_ms)
+    .bind(&job.tag)
+    .bind(job.priority)
+    .bind(&job.canceled_by)
+    .bind(job.canceled_by.as_ref().map(|_| "canceled before it started"))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO v2_job_runtime (id) VALUES ($1)")
+        .bind(job.id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    JobId(job.id)
+}
+
+fn rand_hash() -> i64 {
+    let bytes = Uuid::new_v4().into_bytes();
+    i64::from_le_bytes(bytes[..8].try_into().unwrap()).abs()
+}
+
+/// A linear flow of inline steps, pushed the way Windmill queues a flow: the flow job (tag `flow`)
+/// with its `flow_status`, each step's code in `flow_node`. A stock worker starts it.
+pub struct Flow {
+    pub id: Uuid,
+    pub steps: Vec<(String, String, String, String)>,
+    pub args: Value,
+}
+
+impl Flow {
+    pub fn new(args: Value) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            steps: Vec::new(),
+            args,
+        }
+    }
+
+    /// Adds a step: id, language, code, tag.
+    pub fn step(mut self, id: &str, language: &str, code: &str, tag: &str) -> Self {
+        self.steps
+            .push((id.into(), language.into(), code.into(), tag.into()));
+        self
+    }
+
+    pub async fn push(self, db: &TestDb) -> JobId {
+        let mut modules = Vec::new();
+        let mut statuses = Vec::new();
+        for (step_id, language, code, tag) in &self.steps {
+            let node_id: i64 = sqlx::query("INSERT INTO flow_node (workspace_id, path, code) VALUES ('demo', 'f/demo/flow', $1) RETURNING id")
+                .bind(code)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap()
+                .get(0);
+            modules.push(json!({"id": step_id, "value": {"type": "flowscript", "id": node_id, "language": language, "tag": tag}}));
+            statuses.push(json!({"id": step_id, "type": "WaitingForExecutor"}));
+        }
+        let raw_flow = json!({ "modules": modules });
+        let mut tx = db.pool.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO v2_job (id, workspace_id, kind, tag, script_lang, raw_flow, runnable_path, args, created_by,
+                                 permissioned_as, permissioned_as_email)
+             VALUES ($1, 'demo', 'flow', 'flow', NULL, $2, 'f/demo/flow', $3, 'alice', 'u/alice', 'alice@example.com')",
+        )
+        .bind(self.id)
+        .bind(&raw_flow)
+        .bind(&self.args)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO v2_job_queue (id, workspace_id, scheduled_for, tag) VALUES ($1, 'demo', now(), 'flow')")
+            .bind(self.id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO v2_job_runtime (id) VALUES ($1)")
+            .bind(self.id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO v2_job_status (id, flow_status) VALUES ($1, $2)")
+            .bind(self.id)
+            .bind(json!({"step": 0, "modules": statuses, "failure_module": {"type": "WaitingForPriorSteps", "id": "failure"}}))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        JobId(self.id)
+    }
+}
+
+/// A row of `v2_job_completed`, as a test inspects it.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub status: String,
+    pub result: Option<Value>,
+    pub duration_ms: i64,
+    pub memory_peak: Option<i32>,
+    pub worker: Option<String>,
+    pub canceled_by: Option<String>,
+}
+
+pub async fn completed(db: &TestDb, id: JobId) -> Option<Completed> {
+    let row = sqlx::query(
+        "SELECT status::text AS status, result, duration_ms, memory_peak, worker, canceled_by FROM v2_job_completed WHERE id = $1",
+    )
+    .bind(id.0)
+    .fetch_optional(&db.pool)
+    .await
+    .unwrap()?;
+    Some(Completed {
+        status: row.get("status"),
+        result: row.get("result"),
+        duration_ms: row.get("duration_ms"),
+        memory_peak: row.get("memory_peak"),
+        worker: row.get("worker"),
+        canceled_by: row.get("canceled_by"),
+    })
+}
+
+/// `v2_job.kind` and `args` of a job now.
+pub async fn job_row(db: &TestDb, id: JobId) -> (String, Option<Value>, Option<String>) {
+    let row =
+        sqlx::query("SELECT kind::text AS kind, args, pre_run_error FROM v2_job WHERE id = $1")
+            .bind(id.0)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    (row.get("kind"), row.get("args"), row.get("pre_run_error"))
+}
+
+/// The queue row: running, worker, tag, canceled_by.
+pub async fn queue_row(
+    db: &TestDb,
+    id: JobId,
+) -> Option<(bool, Option<String>, String, Option<String>)> {
+    sqlx::query("SELECT running, worker, tag, canceled_by FROM v2_job_queue WHERE id = $1")
+        .bind(id.0)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+        .map(|r| {
+            (
+                r.get("running"),
+                r.get("worker"),
+                r.get("tag"),
+                r.get("canceled_by"),
+            )
+        })
+}
+
+pub async fn logs(db: &TestDb, id: JobId) -> String {
+    sqlx::query_scalar::<_, Option<String>>("SELECT logs FROM job_logs WHERE job_id = $1")
+        .bind(id.0)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+        .flatten()
+        .unwrap_or_default()
+}

@@ -90,7 +90,7 @@ pub async fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
         config.settings.windmill.tags, config.settings.windmill.finalize_tag
     );
     match executor_for(&config) {
-        Ok(executor) => println!("# executor: {:?}", executor),
+        Ok(executor) => println!("# executor: {executor:?}"),
         Err(error) => println!("# executor: {error}"),
     }
     Ok(())

@@ -8,6 +8,7 @@
 //! at once), then every `slow_flush_interval`.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -194,18 +195,18 @@ impl LogSink {
     pub fn line(&self, bytes: &[u8]) {
         let mut text = sanitize(bytes);
         text.push('\n');
-        self.append(text);
+        self.append(&text);
     }
 
     /// Appends a line written by the worker itself (`[flext] waiting for capacity ...`).
     pub fn note(&self, message: &str) {
-        self.append(format!(
+        self.append(&format!(
             "[flext-kubernetes] {}\n",
             sanitize(message.as_bytes())
         ));
     }
 
-    fn append(&self, text: String) {
+    fn append(&self, text: &str) {
         let max = self.hub.inner.settings.max_bytes;
         let mut state = self.hub.state();
         let Some(job) = state.jobs.get_mut(&self.id) else {
@@ -223,7 +224,7 @@ impl LogSink {
             return;
         }
         job.accepted += len;
-        job.buf.push_str(&text);
+        job.buf.push_str(text);
         if job.buf.len() >= EARLY_FLUSH_BYTES {
             self.hub.inner.wake.notify_one();
         }
@@ -250,9 +251,10 @@ impl LogSink {
         if dropped > 0 {
             let mut state = self.hub.state();
             if let Some(job) = state.jobs.get_mut(&self.id) {
-                job.buf.push_str(&format!(
-                    "[flext-kubernetes] {dropped} bytes of further output were discarded\n"
-                ));
+                let _ = writeln!(
+                    job.buf,
+                    "[flext-kubernetes] {dropped} bytes of further output were discarded"
+                );
             }
         }
         self.flush().await;
@@ -279,6 +281,7 @@ pub fn sanitize(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::format_collect)] // readable expectations
 mod tests {
     use super::*;
     use crate::config::HumanDuration;

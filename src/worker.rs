@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field};
 
 use crate::config::Config;
-use crate::domain::{Cancellation, Completion, Job, JobId, Outcome};
+use crate::domain::{Cancellation, Completion, Job, JobId, Language, Outcome};
 use crate::executor::Executor;
 use crate::logs::LogHub;
 use crate::queue::{Beat, FixUp, HandBack, HandBackResult, JobState, Queue, WorkerPing};
@@ -344,18 +344,16 @@ impl Worker {
         hub: &LogHub,
         abandon: &CancellationToken,
     ) {
-        tracing::info!(language = ?job.language.as_ref().map(|l| l.as_str()), "job claimed");
+        tracing::info!(language = ?job.language.as_ref().map(Language::as_str), "job claimed");
         let logs = hub.sink(job.id, &job.workspace);
-        let completion = match self.executor.check(&job) {
-            Err(failure) => {
-                logs.note(&format!("cannot run this job: {}", failure.message));
-                Completion {
-                    outcome: Outcome::Failure(failure),
-                    duration: Duration::ZERO,
-                    memory_peak_kib: None,
-                }
+        let completion = if let Err(failure) = self.executor.check(&job) {
+            Completion {
+                outcome: Outcome::Failure(failure),
+                duration: Duration::ZERO,
+                memory_peak_kib: None,
             }
-            Ok(()) => {
+        } else {
+            {
                 let timeout = effective_timeout(&job, &self.config);
                 let remaining = (job.started_at
                     + chrono::Duration::from_std(timeout).unwrap_or(chrono::TimeDelta::MAX)
@@ -428,7 +426,7 @@ impl Worker {
                 tracing::warn!("job was taken from us before the hand-back; nothing handed back");
             }
             None => {
-                tracing::warn!("hand-back abandoned at shutdown; the job stays owned in Windmill")
+                tracing::warn!("hand-back abandoned at shutdown; the job stays owned in Windmill");
             }
         }
     }
@@ -546,7 +544,7 @@ impl Worker {
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, jobs = beats.len(), "heartbeat failed; retrying next tick")
+                tracing::warn!(%error, jobs = beats.len(), "heartbeat failed; retrying next tick");
             }
         }
     }

@@ -2,6 +2,13 @@
 //! the fix-up, registration, startup checks, and a flow completed end to end with a stock-worker
 //! double.
 
+// Tests fail loudly by design; expected strings are easiest to read built with format!.
+#![allow(
+    clippy::unwrap_used,
+    clippy::format_collect,
+    clippy::redundant_closure_for_method_calls
+)]
+
 mod common;
 
 use std::collections::HashSet;

@@ -163,6 +163,7 @@ impl MemoryQueue {
         }
     }
 
+    #[allow(clippy::unused_self)] // same shape as the Postgres queue
     pub(super) fn fix_up(&self, pending: &[FixUp]) -> Vec<JobId> {
         pending.iter().map(|p| p.id).collect()
     }

@@ -138,7 +138,7 @@ pub fn executor(behaviour: Behaviour, sleep: Duration) -> Executor {
     ))
 }
 
-/// Returns `{"sum": x + y}` from args, or fails like a Python ValueError when `fail` is true.
+/// Returns `{"sum": x + y}` from args, or fails like a Python `ValueError` when `fail` is true.
 pub fn add(job: &Job) -> flext_kubernetes::domain::Outcome {
     use flext_kubernetes::domain::{FailureCategory, JobFailure, Outcome};
     let args = job.args.as_object().cloned().unwrap_or_default();
@@ -484,7 +484,7 @@ pub async fn job_row(db: &TestDb, id: JobId) -> (String, Option<Value>, Option<S
     (row.get("kind"), row.get("args"), row.get("pre_run_error"))
 }
 
-/// The queue row: running, worker, tag, canceled_by.
+/// The queue row: `running`, `worker`, `tag`, `canceled_by`.
 pub async fn queue_row(
     db: &TestDb,
     id: JobId,

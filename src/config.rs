@@ -113,6 +113,34 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
+/// Serde for a type written as one YAML scalar (string or number) parsed with `FromStr`, and
+/// shown with `Display`.
+macro_rules! scalar_serde {
+    ($kind:ty, $example:literal) => {
+        impl<'de> Deserialize<'de> for $kind {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let text = match Yaml::deserialize(d)? {
+                    Yaml::String(s) => s,
+                    Yaml::Number(n) => n.to_string(),
+                    other => {
+                        return Err(serde::de::Error::custom(format!(
+                            concat!("expected a ", $example, ", got {:?}"),
+                            other
+                        )));
+                    }
+                };
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl Serialize for $kind {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    };
+}
+
 /// A duration written as `500ms`, `5s`, `2m`, `1h`, `7d` (or a bare number of seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
@@ -165,27 +193,7 @@ impl fmt::Display for HumanDuration {
     }
 }
 
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let yaml = Yaml::deserialize(d)?;
-        let text = match yaml {
-            Yaml::String(s) => s,
-            Yaml::Number(n) => n.to_string(),
-            other => {
-                return Err(serde::de::Error::custom(format!(
-                    "expected a duration like 5s, got {other:?}"
-                )));
-            }
-        };
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for HumanDuration {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+scalar_serde!(HumanDuration, "duration like 5s");
 
 /// A size in bytes written as `8MiB`, `512KiB`, `1GiB`, `8Mi` or a bare number of bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -234,27 +242,7 @@ impl fmt::Display for ByteSize {
     }
 }
 
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let yaml = Yaml::deserialize(d)?;
-        let text = match yaml {
-            Yaml::String(s) => s,
-            Yaml::Number(n) => n.to_string(),
-            other => {
-                return Err(serde::de::Error::custom(format!(
-                    "expected a size like 8MiB, got {other:?}"
-                )));
-            }
-        };
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for ByteSize {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+scalar_serde!(ByteSize, "size like 8MiB");
 
 /// The whole configuration, as used at run time.
 #[derive(Debug, Clone, Serialize)]

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ExecutorKind, ProcessEnv};
-use crate::executor::{Executor, InProcessExecutor};
+use crate::executor::{Executor, InProcessExecutor, KubernetesExecutor};
 use crate::queue::{PgQueue, Queue, schema};
 use crate::worker::Worker;
 
@@ -35,6 +35,60 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print the pod settings a script would get (resources, image, scheduling, volumes,
+    /// timeout), each with its source: default, profile, annotation, Windmill field or limit.
+    Hints {
+        /// The script file; its `k8s:` comment lines are read.
+        file: PathBuf,
+        /// The job's tag, which picks the profile (default: the first of `windmill.tags`).
+        #[arg(long, short)]
+        tag: Option<String>,
+        /// The worker config (YAML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Windmill's language (python3, bash, bun, deno, nativets, go, ...); default from the
+        /// file extension.
+        #[arg(long, short)]
+        lang: Option<String>,
+    },
+    /// Print the Kubernetes objects (ConfigMap, Secret, Job) a job would get, without creating
+    /// anything: a queued job by id (needs `FLEXT_DATABASE_URL`), or a local script file.
+    Render {
+        /// A Windmill job id, or a script file (`.py`, `.sh`, `.ts`).
+        target: String,
+        /// Args for a script file, as a JSON object.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// The tag for a script file (default: the first of `windmill.tags`).
+        #[arg(long, short)]
+        tag: Option<String>,
+        /// The worker config (YAML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print the Secret's values instead of their sizes.
+        #[arg(long)]
+        show_secrets: bool,
+    },
+    /// Copy this binary into DIR (the init container that brings the runner into a job's pod).
+    InstallRunner {
+        /// Where to put `flext-kubernetes`.
+        dir: PathBuf,
+    },
+    /// Run a job inside its pod (the first program of the main container; see `runner`).
+    Runner {
+        /// The job's ConfigMap mount.
+        #[arg(long, default_value = "/flext/job")]
+        job_dir: PathBuf,
+        /// The job's Secret mount.
+        #[arg(long, default_value = "/flext/secret")]
+        secret_dir: PathBuf,
+        /// The working directory.
+        #[arg(long, default_value = "/flext/work")]
+        work_dir: PathBuf,
+        /// The dependency cache.
+        #[arg(long, default_value = "/flext/cache")]
+        cache_dir: PathBuf,
+    },
 }
 
 /// Loads the config for a command, with the file named in errors.
@@ -55,15 +109,17 @@ pub async fn connect_checked(config: &Config) -> anyhow::Result<PgQueue> {
     Ok(queue)
 }
 
-fn executor_for(config: &Config) -> anyhow::Result<Executor> {
+async fn executor_for(config: &Config) -> anyhow::Result<Executor> {
     match config.settings.executor.kind {
         ExecutorKind::Echo => Ok(Executor::InProcess(InProcessExecutor::echo(&[
             "python3", "bash", "bun", "deno", "nativets", "go",
         ]))),
-        ExecutorKind::Kubernetes => bail!(
-            "executor.type `kubernetes` is not available in this build yet; set `executor: {{type: echo}}` \
-             (or FLEXT__EXECUTOR__TYPE=echo) to exercise the queue path without a cluster"
-        ),
+        ExecutorKind::Kubernetes => {
+            let executor = KubernetesExecutor::connect(std::sync::Arc::new(config.clone()))
+                .await
+                .context("starting the Kubernetes executor")?;
+            Ok(Executor::Kubernetes(executor))
+        }
     }
 }
 
@@ -89,7 +145,7 @@ pub async fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
         "# would claim tags {:?} ({queued} job(s) waiting now), hand back on tag `{}`",
         config.settings.windmill.tags, config.settings.windmill.finalize_tag
     );
-    match executor_for(&config) {
+    match executor_for(&config).await {
         Ok(executor) => println!("# executor: {executor:?}"),
         Err(error) => println!("# executor: {error}"),
     }
@@ -100,8 +156,8 @@ pub async fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
 pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = load_config(path.as_deref())?;
     crate::telemetry::init(&config.settings.telemetry);
-    let executor = executor_for(&config)?;
     let queue = connect_checked(&config).await?;
+    let executor = executor_for(&config).await?;
     let handle = Worker::new(config, Queue::Postgres(queue), executor).spawn();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -123,5 +179,149 @@ pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         control.abandon();
     });
     handle.wait().await;
+    Ok(())
+}
+
+/// The Windmill language of a script file, from its extension.
+fn language_of(file: &std::path::Path) -> Option<&'static str> {
+    match file.extension()?.to_str()? {
+        "py" => Some("python3"),
+        "sh" | "bash" => Some("bash"),
+        "ts" | "js" => Some("bun"),
+        "go" => Some("go"),
+        "ps1" => Some("powershell"),
+        "sql" => Some("postgresql"),
+        _ => None,
+    }
+}
+
+/// `hints`: resolves a script's pod settings as the executor would, and prints them with their
+/// sources. A rejected hint is an error (non-zero exit) with the message Windmill would show.
+pub fn hints(
+    file: &std::path::Path,
+    tag: Option<&str>,
+    config: Option<&std::path::Path>,
+    lang: Option<&str>,
+) -> anyhow::Result<()> {
+    let config = load_config(config)?;
+    let settings = &config.settings;
+    let code = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let language = match lang {
+        Some(lang) => lang,
+        None => language_of(file).with_context(|| {
+            format!(
+                "cannot tell the language of {} from its extension; pass --lang python3|bash|bun|deno|nativets|go",
+                file.display()
+            )
+        })?,
+    };
+    let tag = tag
+        .or_else(|| settings.windmill.tags.first().map(String::as_str))
+        .unwrap_or_default();
+    let pod = crate::hints::resolve_bytes(
+        settings,
+        tag,
+        language,
+        &code,
+        crate::hints::WindmillFields::default(),
+    )
+    .with_context(|| format!("{}", file.display()))?;
+    let profile = if settings.profiles.contains_key(tag) {
+        format!("profile `{tag}`")
+    } else {
+        "no profile".to_owned()
+    };
+    let claimed = if settings.windmill.tags.iter().any(|t| t == tag) {
+        ""
+    } else {
+        " (not a tag this worker claims)"
+    };
+    println!(
+        "# {} as {language}, tag `{tag}`{claimed}: {profile}",
+        file.display()
+    );
+    print!("{pod}");
+    Ok(())
+}
+
+/// `install-runner`: copies this executable into `dir` (no shell or `cp` needed in the image).
+pub fn install_runner(dir: &std::path::Path) -> anyhow::Result<()> {
+    let me = std::env::current_exe().context("finding this executable")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let target = dir.join("flext-kubernetes");
+    std::fs::copy(&me, &target)
+        .with_context(|| format!("copying {} to {}", me.display(), target.display()))?;
+    let mut permissions = std::fs::metadata(&target)?.permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&target, permissions)?;
+    Ok(())
+}
+
+/// `render`.
+pub async fn render(
+    target: &str,
+    args: &str,
+    tag: Option<&str>,
+    config_path: Option<&std::path::Path>,
+    show_secrets: bool,
+) -> anyhow::Result<()> {
+    use crate::executor::kubernetes::{self, render};
+    let config = load_config(config_path)?;
+    let job = if let Ok(id) = target.parse::<uuid::Uuid>() {
+        let queue = connect_checked(&config).await?;
+        queue
+            .load(crate::domain::JobId(id))
+            .await?
+            .with_context(|| format!("no job {id} in Windmill's queue"))?
+    } else {
+        let path = std::path::Path::new(target);
+        let code =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let language = language_of(path).with_context(|| {
+            format!(
+                "cannot tell the language of {}: use a .py, .sh or .ts file",
+                path.display()
+            )
+        })?;
+        let args: serde_json::Value = serde_json::from_str(args)
+            .context("--args must be a JSON object, e.g. '{\"x\": 1}'")?;
+        crate::domain::Job::local(
+            path,
+            code,
+            language,
+            args,
+            tag.unwrap_or(&config.settings.windmill.tags[0]),
+        )
+    };
+    let pod = kubernetes::pod_settings(&config, &job)
+        .map_err(|f| anyhow::anyhow!("{}: {}", f.name, f.message))?;
+    let args = kubernetes::resolve_args(&job, &config)
+        .map_err(|f| anyhow::anyhow!("{}: {}", f.name, f.message))?;
+    let cx = render::Context {
+        settings: &config.settings,
+        pod: &pod,
+        attempt: 1,
+        nonce: "<nonce: random per attempt>",
+        args: &args,
+        token: None,
+        base_url: config.windmill_url.as_deref(),
+    };
+    let mut objects = render::render(&job, &cx);
+    // Shown as stringData, readable; values hidden unless asked for.
+    if let Some(data) = objects.secret.data.take() {
+        let shown = data
+            .into_iter()
+            .map(|(key, value)| {
+                let text = if show_secrets {
+                    String::from_utf8_lossy(&value.0).into_owned()
+                } else {
+                    format!("<{} bytes; --show-secrets to print>", value.0.len())
+                };
+                (key, text)
+            })
+            .collect();
+        objects.secret.string_data = Some(shown);
+    }
+    print!("{}", render::to_yaml(&objects)?);
     Ok(())
 }

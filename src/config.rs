@@ -269,10 +269,11 @@ pub struct Settings {
     pub resources: ResourceSettings,
     /// The Job template.
     pub job_template: JobTemplateSettings,
-    /// Per-tag profiles (`k8s-gpu: {gpu: 1, ...}`); typed by the hints module.
-    pub profiles: BTreeMap<String, Yaml>,
-    /// Admin limits; typed by the hints module.
-    pub limits: BTreeMap<String, Yaml>,
+    /// Per-tag profiles (`k8s-gpu: {gpu: 1, node_selector: {pool: gpu}}`): hints for every job
+    /// of that tag (`docs/hints.md`).
+    pub profiles: BTreeMap<String, crate::hints::HintSet>,
+    /// Admin limits on hints: maxima, allow-lists, protected labels (`docs/hints.md`).
+    pub limits: crate::hints::Limits,
     /// The worker process: concurrency, polling, heartbeats, shutdown.
     pub worker: WorkerSettings,
     /// Job log batching and caps.
@@ -345,6 +346,8 @@ pub struct ResourceSettings {
     pub default_memory: String,
     /// Ephemeral storage (`10Gi`).
     pub default_storage: String,
+    /// The extended resource that counts GPUs (`gpu=1` requests one of these).
+    pub gpu_resource: String,
 }
 
 impl Default for ResourceSettings {
@@ -353,6 +356,7 @@ impl Default for ResourceSettings {
             default_cpu: "500m".into(),
             default_memory: "1Gi".into(),
             default_storage: "10Gi".into(),
+            gpu_resource: "nvidia.com/gpu".into(),
         }
     }
 }
@@ -367,6 +371,9 @@ pub struct JobTemplateSettings {
     pub restart_policy: String,
     /// Kubernetes-side retries (we own retries: keep 0).
     pub backoff_limit: i32,
+    /// Default system-retry budget: new attempts when a pod is lost before user code started
+    /// (the `retries` hint overrides it).
+    pub system_retries: u32,
 }
 
 impl Default for JobTemplateSettings {
@@ -375,6 +382,7 @@ impl Default for JobTemplateSettings {
             image: "ghcr.io/flext/flext-kubernetes:latest".into(),
             restart_policy: "Never".into(),
             backoff_limit: 0,
+            system_retries: 3,
         }
     }
 }
@@ -465,12 +473,48 @@ pub enum ExecutorKind {
 }
 
 /// `executor:`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExecutorSettings {
     /// `kubernetes` (default) or `echo`.
     #[serde(rename = "type")]
     pub kind: ExecutorKind,
+    /// The main container's image per language, unless a script's `image=` hint names one.
+    pub images: BTreeMap<String, String>,
+    /// Largest result a job may return; larger ones fail with a message naming this limit.
+    pub max_result_bytes: ByteSize,
+    /// How long an image may fail to pull (`ErrImagePull`, `ImagePullBackOff`) before the job
+    /// fails.
+    pub image_pull_grace: HumanDuration,
+    /// How long a pod may stay unschedulable (waiting for capacity) before the job fails.
+    pub pending_budget: HumanDuration,
+    /// `ttlSecondsAfterFinished` of the Jobs: a backstop, the worker deletes them itself.
+    pub ttl_after_finished: HumanDuration,
+    /// Kubernetes API requests per second, on average.
+    pub api_qps: u32,
+    /// Kubernetes API requests allowed in a burst.
+    pub api_burst: u32,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        Self {
+            kind: ExecutorKind::default(),
+            images: BTreeMap::from([
+                ("python3".to_owned(), "python:3.12-slim".to_owned()),
+                ("bash".to_owned(), "bash:5.2".to_owned()),
+                ("bun".to_owned(), "oven/bun:1".to_owned()),
+                ("nativets".to_owned(), "oven/bun:1".to_owned()),
+                ("deno".to_owned(), "denoland/deno:2.1.4".to_owned()),
+            ]),
+            max_result_bytes: ByteSize(64 << 20),
+            image_pull_grace: HumanDuration(Duration::from_secs(60)),
+            pending_budget: HumanDuration(Duration::from_secs(15 * 60)),
+            ttl_after_finished: HumanDuration(Duration::from_secs(3600)),
+            api_qps: 50,
+            api_burst: 100,
+        }
+    }
 }
 
 /// Process log format.
@@ -680,6 +724,8 @@ impl Config {
                 "flush intervals must be greater than 0",
             ));
         }
+        crate::hints::validate_settings(s)
+            .map_err(|p| Error::invalid(&format!("runtime.config.{}", p.field), p.message))?;
         if s.database.max_connections < 2 {
             return Err(Error::invalid(
                 "runtime.config.database.max_connections",

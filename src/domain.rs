@@ -173,6 +173,39 @@ pub struct Job {
 }
 
 impl Job {
+    /// A job made from a local script file, as if pushed as a preview (for `render` and `hints`).
+    #[must_use]
+    pub fn local(
+        path: &std::path::Path,
+        code: String,
+        language: &str,
+        args: Value,
+        tag: &str,
+    ) -> Self {
+        let now = Utc::now();
+        Self {
+            id: JobId(Uuid::nil()),
+            workspace: "local".into(),
+            kind: JobKind::Preview,
+            tag: tag.to_owned(),
+            language: Some(Language::new(language)),
+            code: Some(code),
+            lock: None,
+            path: Some(path.display().to_string()),
+            entrypoint: None,
+            args,
+            timeout: None,
+            priority: None,
+            flow: None,
+            permissioned_as: None,
+            permissioned_as_email: None,
+            created_by: None,
+            script_envs: Vec::new(),
+            created_at: now,
+            started_at: now,
+        }
+    }
+
     /// The arguments as a JSON object, or an error naming what is wrong with them.
     ///
     /// Windmill always stores an object; anything else came from a broken client or a manual

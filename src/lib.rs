@@ -7,8 +7,12 @@
 //!   Windmill's Postgres (`queue/sql/*.sql`), plus startup schema and role checks.
 //! - [`logs`]: per-job log sinks and the hub that batches them into `job_logs`.
 //! - [`executor`]: the `Executor` seam — run a claimed job to an outcome.
+//! - [`hints`]: per-job pod settings from worker defaults, tag profiles, `k8s:` script
+//!   annotations and Windmill's fields, within the admin's limits; each value with its source.
 //! - [`worker`]: permits, the claim loop, the batched heartbeat, timeouts, hand-back, fix-ups,
 //!   two-phase shutdown.
+//! - [`runner`]: the in-pod runner (`flext-kubernetes runner`) and the language wrappers.
+//! - [`trailer`]: the nonce-framed result the runner prints and the worker reads from the pod log.
 //! - [`telemetry`]: process logs and host figures.
 //! - [`cli`]: the `check` and `run` commands (`main.rs` is glue only).
 
@@ -16,9 +20,12 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod executor;
+pub mod hints;
 pub mod logs;
 pub mod queue;
+pub mod runner;
 pub mod telemetry;
+pub mod trailer;
 pub mod worker;
 
 #[cfg(test)]

@@ -417,6 +417,7 @@ impl Worker {
                     "job handed back"
                 );
                 shared.jobs_executed.fetch_add(1, Ordering::Relaxed);
+                self.executor.finished(&job).await;
                 shared.fix_ups().push(FixUp {
                     id: job.id,
                     record: hand_back.fix_up_record(&self.name),

@@ -5,27 +5,35 @@
 //! and benchmarks, or any handler a test supplies). The Kubernetes executor joins this enum.
 
 mod inprocess;
+pub mod kubernetes;
 
 use std::collections::BTreeSet;
 
 use tokio_util::sync::CancellationToken;
 
 pub use inprocess::{Handler, InProcessExecutor};
+pub use kubernetes::KubernetesExecutor;
 
 use crate::domain::{Completion, FailureCategory, Job, JobFailure, JobKind, Language};
 use crate::logs::LogSink;
+
+/// Languages the in-pod runner runs.
+pub const KUBERNETES_LANGUAGES: &[&str] = &["python3", "bash", "bun", "deno", "nativets"];
 
 /// Runs claimed jobs.
 #[derive(Clone)]
 pub enum Executor {
     /// Inside the worker process.
     InProcess(InProcessExecutor),
+    /// As Kubernetes Jobs.
+    Kubernetes(KubernetesExecutor),
 }
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::InProcess(e) => f.debug_tuple("InProcess").field(&e.languages()).finish(),
+            Self::Kubernetes(e) => e.fmt(f),
         }
     }
 }
@@ -36,6 +44,10 @@ impl Executor {
     pub fn languages(&self) -> BTreeSet<Language> {
         match self {
             Self::InProcess(e) => e.languages(),
+            Self::Kubernetes(_) => KUBERNETES_LANGUAGES
+                .iter()
+                .map(|l| Language::new(l))
+                .collect(),
         }
     }
 
@@ -104,6 +116,15 @@ impl Executor {
     pub async fn run(&self, job: &Job, cancel: CancellationToken, logs: &LogSink) -> Completion {
         match self {
             Self::InProcess(e) => e.run(job, cancel, logs).await,
+            Self::Kubernetes(e) => e.run(job, cancel, logs).await,
+        }
+    }
+
+    /// Called after the hand-back committed: the executor may now remove what it created.
+    pub async fn finished(&self, job: &Job) {
+        match self {
+            Self::InProcess(_) => {}
+            Self::Kubernetes(e) => e.finished(job).await,
         }
     }
 }

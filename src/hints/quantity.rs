@@ -60,9 +60,7 @@ fn parse_exact(text: &str) -> Result<Exact, QuantityError> {
         return Err(QuantityError("empty quantity".into()));
     }
     if text.len() > MAX_LEN {
-        return Err(QuantityError(format!(
-            "longer than {MAX_LEN} characters"
-        )));
+        return Err(QuantityError(format!("longer than {MAX_LEN} characters")));
     }
     let number_end = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -175,12 +173,26 @@ impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
         if b > 0 {
-            for (shift, suffix) in [(60, "Ei"), (50, "Pi"), (40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")] {
+            for (shift, suffix) in [
+                (60, "Ei"),
+                (50, "Pi"),
+                (40, "Ti"),
+                (30, "Gi"),
+                (20, "Mi"),
+                (10, "Ki"),
+            ] {
                 if b.trailing_zeros() >= shift {
                     return write!(f, "{}{suffix}", b >> shift);
                 }
             }
-            for (power, suffix) in [(18, "E"), (15, "P"), (12, "T"), (9, "G"), (6, "M"), (3, "k")] {
+            for (power, suffix) in [
+                (18, "E"),
+                (15, "P"),
+                (12, "T"),
+                (9, "G"),
+                (6, "M"),
+                (3, "k"),
+            ] {
                 let unit = 10u64.pow(power);
                 if b.is_multiple_of(unit) {
                     return write!(f, "{}{suffix}", b / unit);
@@ -280,14 +292,31 @@ mod tests {
     #[test]
     fn garbage_is_rejected_with_a_reason() {
         for text in [
-            "", "-1", "+1", "1.2.3", "1 Gi", "Gi", "1GB", "1gi", "1Q", "1e", "1e+", "abc", ".",
-            "1e99999999999", "16Ei", "99999999999999999999999999999999999",
+            "",
+            "-1",
+            "+1",
+            "1.2.3",
+            "1 Gi",
+            "Gi",
+            "1GB",
+            "1gi",
+            "1Q",
+            "1e",
+            "1e+",
+            "abc",
+            ".",
+            "1e99999999999",
+            "16Ei",
+            "99999999999999999999999999999999999",
         ] {
             assert!(text.parse::<Bytes>().is_err(), "{text} parsed as bytes");
         }
         let err = "1GB".parse::<Bytes>().unwrap_err();
         assert!(err.0.contains("Gi"), "{err}");
-        assert!("1Gi".parse::<Millicores>().is_ok(), "binary suffixes are legal for cpu too");
+        assert!(
+            "1Gi".parse::<Millicores>().is_ok(),
+            "binary suffixes are legal for cpu too"
+        );
     }
 
     #[test]

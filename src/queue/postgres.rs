@@ -24,6 +24,7 @@ const REQUEUE_FOR_FINALIZE: &str = include_str!("sql/requeue_for_finalize.sql");
 const FIX_UP: &str = include_str!("sql/fix_up.sql");
 const PENDING_FIX_UPS: &str = include_str!("sql/pending_fix_ups.sql");
 const REGISTER: &str = include_str!("sql/register.sql");
+const LOAD_JOB: &str = include_str!("sql/load_job.sql");
 
 /// Windmill's queue in Postgres.
 #[derive(Debug, Clone)]
@@ -81,6 +82,16 @@ impl PgQueue {
             .fetch_optional(&self.pool)
             .await
             .map_err(Error::db("claiming a job"))?;
+        row.map(|row| job_from_row(&row)).transpose()
+    }
+
+    /// A queued or running job's details, without claiming it.
+    pub async fn load(&self, id: JobId) -> Result<Option<Job>> {
+        let row = sqlx::query(LOAD_JOB)
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::db("loading a job"))?;
         row.map(|row| job_from_row(&row)).transpose()
     }
 

@@ -377,8 +377,18 @@ fn rand_hash() -> i64 {
 /// with its `flow_status`, each step's code in `flow_node`. A stock worker starts it.
 pub struct Flow {
     pub id: Uuid,
-    pub steps: Vec<(String, String, String, String)>,
+    pub steps: Vec<FlowStep>,
     pub args: Value,
+}
+
+/// One inline step of a [`Flow`].
+pub struct FlowStep {
+    pub id: String,
+    pub language: String,
+    pub code: String,
+    pub tag: String,
+    /// Windmill's `retry.constant.attempts`.
+    pub retries: u32,
 }
 
 impl Flow {
@@ -392,26 +402,47 @@ impl Flow {
 
     /// Adds a step: id, language, code, tag.
     pub fn step(mut self, id: &str, language: &str, code: &str, tag: &str) -> Self {
-        self.steps
-            .push((id.into(), language.into(), code.into(), tag.into()));
+        self.steps.push(FlowStep {
+            id: id.into(),
+            language: language.into(),
+            code: code.into(),
+            tag: tag.into(),
+            retries: 0,
+        });
+        self
+    }
+
+    /// Lets the last step be retried this many times when it fails.
+    pub fn retries(mut self, attempts: u32) -> Self {
+        if let Some(step) = self.steps.last_mut() {
+            step.retries = attempts;
+        }
         self
     }
 
     pub async fn push(self, db: &TestDb) -> JobId {
+        self.push_to(&db.pool).await
+    }
+
+    pub async fn push_to(self, pool: &PgPool) -> JobId {
         let mut modules = Vec::new();
         let mut statuses = Vec::new();
-        for (step_id, language, code, tag) in &self.steps {
+        for step in &self.steps {
             let node_id: i64 = sqlx::query("INSERT INTO flow_node (workspace_id, path, code) VALUES ('demo', 'f/demo/flow', $1) RETURNING id")
-                .bind(code)
-                .fetch_one(&db.pool)
+                .bind(&step.code)
+                .fetch_one(pool)
                 .await
                 .unwrap()
                 .get(0);
-            modules.push(json!({"id": step_id, "value": {"type": "flowscript", "id": node_id, "language": language, "tag": tag}}));
-            statuses.push(json!({"id": step_id, "type": "WaitingForExecutor"}));
+            modules.push(json!({
+                "id": step.id,
+                "value": {"type": "flowscript", "id": node_id, "language": step.language, "tag": step.tag},
+                "retry": {"constant": {"attempts": step.retries, "seconds": 0}},
+            }));
+            statuses.push(json!({"id": step.id, "type": "WaitingForExecutor"}));
         }
         let raw_flow = json!({ "modules": modules });
-        let mut tx = db.pool.begin().await.unwrap();
+        let mut tx = pool.begin().await.unwrap();
         sqlx::query(
             "INSERT INTO v2_job (id, workspace_id, kind, tag, script_lang, raw_flow, runnable_path, args, created_by,
                                  permissioned_as, permissioned_as_email)

@@ -165,6 +165,36 @@ impl StockWorker {
         .await?;
         let status: String = done.get("status");
         let result: Option<Value> = done.get("result");
+        // Windmill's per-step retry (`retry.constant.attempts`): a failed step runs again with
+        // the same args. Our double also passes the retry number in `args.attempt`, so that a
+        // demo step can fail once on purpose; Windmill itself does not.
+        let raw_flow: Value = sqlx::query("SELECT raw_flow FROM v2_job WHERE id = $1")
+            .bind(flow)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        let index = usize::try_from(step).unwrap_or(usize::MAX);
+        let allowed = raw_flow["modules"][index]["retry"]["constant"]["attempts"]
+            .as_i64()
+            .unwrap_or(0);
+        if status != "success" {
+            let args: Value =
+                sqlx::query("SELECT coalesce(args, '{}'::jsonb) FROM v2_job WHERE id = $1")
+                    .bind(step_job)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .get(0);
+            let attempt = args["attempt"].as_i64().unwrap_or(0);
+            if attempt < allowed {
+                let mut retry_args = args.clone();
+                retry_args["attempt"] = json!(attempt + 1);
+                if let Some(map) = retry_args.as_object_mut() {
+                    map.remove("_flext_fixup");
+                }
+                push_step(tx, flow, &raw_flow, index, retry_args).await?;
+                return Ok(());
+            }
+        }
         let module_type = match status.as_str() {
             "success" => "Success",
             _ => "Failure",
@@ -181,11 +211,6 @@ impl StockWorker {
         .bind(step_job.to_string())
         .execute(&mut *tx)
         .await?;
-        let raw_flow: Value = sqlx::query("SELECT raw_flow FROM v2_job WHERE id = $1")
-            .bind(flow)
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
         let steps = raw_flow["modules"].as_array().map_or(0, Vec::len);
         let next = usize::try_from(step + 1).unwrap_or(usize::MAX);
         if status == "success" && next < steps {

@@ -1,0 +1,898 @@
+//! The Kubernetes executor: each claimed job runs as a `batch/v1` Job.
+//!
+//! One attempt: render the ConfigMap, Secret and Job (deterministic names, our labels; a 409
+//! AlreadyExists is adopted, never duplicated), then follow the pod through the shared watch:
+//! waiting for capacity and image pulls are logged to the Windmill job, the pod's output is
+//! followed into the job log (resuming with `sinceTime` after a break, without duplicates), and
+//! the result is read from the nonce-marked trailer. System failures before user code starts
+//! (evicted, preempted, deleted, node lost) start a new attempt after a capped, jittered backoff;
+//! everything else is the job's outcome. Cancellation deletes the Job with its pods.
+
+pub mod classify;
+mod ratelimit;
+pub mod render;
+pub mod watch;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::{AsyncBufReadExt as _, StreamExt as _};
+use k8s_openapi::api::batch::v1::Job as KubeJob;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{
+    DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, PropagationPolicy,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use tokio_util::sync::CancellationToken;
+
+use self::classify::PodState;
+use self::render::{Context, MAIN_CONTAINER, Objects};
+use self::watch::PodWatch;
+use crate::config::Config;
+use crate::domain::{Completion, FailureCategory, Job, JobFailure, Outcome};
+use crate::hints::{self, PodSettings, WindmillFields};
+use crate::logs::LogSink;
+use crate::trailer::{self, Status};
+
+/// How a Kubernetes executor failed to start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No usable kubeconfig or in-cluster config.
+    #[error(
+        "cannot configure the Kubernetes client: {0}; set cluster.kubeconfig or KUBECONFIG, or run in a cluster"
+    )]
+    Config(String),
+    /// The API server did not answer.
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Unreachable(#[source] kube::Error),
+    /// The namespace does not exist.
+    #[error("namespace `{0}` does not exist; create it or set cluster.namespace")]
+    NoNamespace(String),
+}
+
+/// Runs jobs as Kubernetes Jobs.
+#[derive(Clone)]
+pub struct KubernetesExecutor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    client: Client,
+    pods: Api<Pod>,
+    jobs: Api<KubeJob>,
+    config_maps: Api<ConfigMap>,
+    secrets: Api<Secret>,
+    watch: PodWatch,
+    limiter: ratelimit::RateLimiter,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl std::fmt::Debug for KubernetesExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesExecutor")
+            .field("namespace", &self.inner.config.settings.cluster.namespace)
+            .finish()
+    }
+}
+
+/// The result of one attempt.
+enum Attempt {
+    /// The job's outcome.
+    Done(Completion),
+    /// User code never started: try again as a new attempt.
+    SystemRetry(String),
+}
+
+impl KubernetesExecutor {
+    /// Builds a client from the config, checks the namespace, and starts the shared pod watch.
+    pub async fn connect(config: Arc<Config>) -> Result<Self, Error> {
+        let cluster = &config.settings.cluster;
+        let kube_config = if let Some(path) = &cluster.kubeconfig {
+            let path = expand_home(path);
+            let kubeconfig = Kubeconfig::read_from(&path)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+            let options = KubeConfigOptions {
+                context: cluster.context.clone(),
+                ..KubeConfigOptions::default()
+            };
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| Error::Config(e.to_string()))?
+        } else if cluster.context.is_some() {
+            let options = KubeConfigOptions {
+                context: cluster.context.clone(),
+                ..KubeConfigOptions::default()
+            };
+            kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| Error::Config(e.to_string()))?
+        } else {
+            kube::Config::infer()
+                .await
+                .map_err(|e| Error::Config(e.to_string()))?
+        };
+        let client = Client::try_from(kube_config).map_err(|e| Error::Config(e.to_string()))?;
+        let namespace = cluster.namespace.clone();
+        match Api::<Namespace>::all(client.clone())
+            .get_opt(&namespace)
+            .await
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(Error::NoNamespace(namespace)),
+            Err(error) => return Err(Error::Unreachable(error)),
+        }
+        let stop = CancellationToken::new();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        let watch = PodWatch::spawn(
+            pods.clone(),
+            render::group_selector(&config.settings),
+            stop.clone(),
+        );
+        let limiter = ratelimit::RateLimiter::new(
+            config.settings.executor.api_qps,
+            config.settings.executor.api_burst,
+        );
+        let inner = Inner {
+            jobs: Api::namespaced(client.clone(), &namespace),
+            config_maps: Api::namespaced(client.clone(), &namespace),
+            secrets: Api::namespaced(client.clone(), &namespace),
+            pods,
+            client,
+            watch,
+            limiter,
+            config,
+            _stop: stop.drop_guard(),
+        };
+        let this = Self {
+            inner: Arc::new(inner),
+        };
+        this.inner.watch.synced().await;
+        Ok(this)
+    }
+
+    /// The client, for tests and adoption.
+    #[must_use]
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The pod settings of a job (hints resolved), or the failure to hand back.
+    pub fn pod_settings(&self, job: &Job) -> Result<PodSettings, JobFailure> {
+        pod_settings(&self.inner.config, job)
+    }
+
+    /// Runs a job to its outcome.
+    pub async fn run(&self, job: &Job, cancel: CancellationToken, logs: &LogSink) -> Completion {
+        let started = Instant::now();
+        let failed = |failure: JobFailure| Completion {
+            outcome: Outcome::Failure(failure),
+            duration: started.elapsed(),
+            memory_peak_kib: None,
+        };
+        let pod = match self.pod_settings(job) {
+            Ok(pod) => pod,
+            Err(failure) => return failed(failure),
+        };
+        let args = match resolve_args(job, &self.inner.config) {
+            Ok(args) => args,
+            Err(failure) => return failed(failure),
+        };
+        let budget = pod.retries.value;
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(30))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let id = job.id.to_string();
+        let waker = self.inner.watch.waker(&id);
+        let mut last_reason = String::new();
+        for attempt in 1..=budget.saturating_add(1) {
+            let nonce = uuid::Uuid::new_v4().simple().to_string();
+            let result = self
+                .attempt(job, attempt, &pod, &args, &nonce, &cancel, logs, &waker)
+                .await;
+            match result {
+                Attempt::Done(completion) => {
+                    self.inner.watch.forget(&id);
+                    return completion;
+                }
+                Attempt::SystemRetry(reason) => {
+                    self.delete_attempt(job, attempt).await;
+                    last_reason = reason;
+                    if attempt > budget {
+                        break;
+                    }
+                    let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                    logs.note(&format!(
+                        "attempt {attempt} did not run the script ({last_reason}); retrying in {}s",
+                        delay.as_secs()
+                    ));
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = cancel.cancelled() => {
+                            self.inner.watch.forget(&id);
+                            return Completion { outcome: Outcome::Canceled, duration: started.elapsed(), memory_peak_kib: None };
+                        }
+                    }
+                }
+            }
+        }
+        self.inner.watch.forget(&id);
+        failed(JobFailure::new(
+            FailureCategory::PodLost,
+            "SystemRetriesExhausted",
+            format!(
+                "the pod was lost before the script started {} time(s), last: {last_reason}; raise `retries` in the script's `k8s:` hints or check the cluster",
+                budget.saturating_add(1)
+            ),
+        ))
+    }
+
+    /// Deletes every object of a job (after the hand-back; TTL is the backstop).
+    pub async fn finished(&self, job: &Job) {
+        let selector = format!("{}={}", render::LABEL_JOB_ID, job.id);
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        self.inner.limiter.acquire().await;
+        if let Err(error) = self
+            .inner
+            .jobs
+            .delete_collection(&params, &ListParams::default().labels(&selector))
+            .await
+        {
+            tracing::warn!(%error, "deleting the finished job's Kubernetes Job failed; ttlSecondsAfterFinished will remove it");
+        }
+    }
+
+    async fn delete_attempt(&self, job: &Job, attempt: u32) {
+        let name = render::object_name(job, attempt);
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Foreground),
+            ..DeleteParams::default()
+        };
+        self.inner.limiter.acquire().await;
+        let _ = self.inner.jobs.delete(&name, &params).await;
+        self.inner.limiter.acquire().await;
+        let _ = self
+            .inner
+            .config_maps
+            .delete(&name, &DeleteParams::default())
+            .await;
+        self.inner.limiter.acquire().await;
+        let _ = self
+            .inner
+            .secrets
+            .delete(&name, &DeleteParams::default())
+            .await;
+    }
+
+    #[allow(clippy::too_many_arguments, clippy::too_many_lines)] // one attempt's state machine reads best in one place
+    async fn attempt(
+        &self,
+        job: &Job,
+        attempt: u32,
+        pod_settings: &PodSettings,
+        args: &serde_json::Map<String, serde_json::Value>,
+        nonce: &str,
+        cancel: &CancellationToken,
+        logs: &LogSink,
+        waker: &tokio::sync::Notify,
+    ) -> Attempt {
+        let settings = &self.inner.config.settings;
+        let started = Instant::now();
+        let cx = Context {
+            settings,
+            pod: pod_settings,
+            attempt,
+            nonce,
+            args,
+            token: None,
+            base_url: self.inner.config.windmill_url.as_deref(),
+        };
+        let objects = render::render(job, &cx);
+        let nonce = match self.create(&objects, cancel, logs).await {
+            Created::Fresh => nonce.to_owned(),
+            Created::Adopted(existing) => existing,
+            Created::Canceled => return Attempt::Done(canceled(started)),
+            Created::Failed(failure) => {
+                return Attempt::Done(Completion {
+                    outcome: Outcome::Failure(failure),
+                    duration: started.elapsed(),
+                    memory_peak_kib: None,
+                });
+            }
+        };
+        let id = job.id.to_string();
+        let memory_limit = pod_settings.memory.value.limit.to_string();
+        let mut decoder = trailer::Decoder::new(&nonce, settings.executor.max_result_bytes.0);
+        let mut follower = LogFollower::default();
+        let mut last_note = String::new();
+        let mut pending_since: Option<Instant> = None;
+        let mut pulling_since: Option<Instant> = None;
+        let mut seen_pod = false;
+        let mut started_user_code = false;
+        let mut stream: Option<LineStream> = None;
+        let mut recheck = true;
+        loop {
+            let pod = if recheck {
+                self.inner.watch.pod(&id, attempt)
+            } else {
+                None
+            };
+            if !recheck {
+                // Only log lines arrived: no need to look at the pod again.
+            } else if let Some(pod) = &pod {
+                seen_pod = true;
+                started_user_code |= classify::user_code_started(pod);
+                let state = classify::assess(pod);
+                if !matches!(state, PodState::Unschedulable(_)) {
+                    pending_since = None;
+                }
+                if !matches!(state, PodState::PullingImage { .. }) {
+                    pulling_since = None;
+                }
+                match state {
+                    PodState::Unschedulable(message) => {
+                        let since = *pending_since.get_or_insert_with(Instant::now);
+                        note_once(
+                            logs,
+                            &mut last_note,
+                            &format!("waiting for capacity: {message}"),
+                        );
+                        if since.elapsed() > settings.executor.pending_budget.0 {
+                            self.delete_attempt(job, attempt).await;
+                            return Attempt::Done(failure(
+                                started,
+                                FailureCategory::Unschedulable,
+                                "Unschedulable",
+                                format!(
+                                    "no node could take the pod within {} (executor.pending_budget): {message}; lower the script's `k8s:` resource hints or add capacity",
+                                    settings.executor.pending_budget
+                                ),
+                            ));
+                        }
+                    }
+                    PodState::PullingImage { image, message } => {
+                        let since = *pulling_since.get_or_insert_with(Instant::now);
+                        note_once(
+                            logs,
+                            &mut last_note,
+                            &format!("pulling image {image}: {message}"),
+                        );
+                        if since.elapsed() > settings.executor.image_pull_grace.0 {
+                            self.delete_attempt(job, attempt).await;
+                            return Attempt::Done(failure(
+                                started,
+                                FailureCategory::ImagePull,
+                                "ImagePullError",
+                                format!(
+                                    "image `{image}` could not be pulled within {} (executor.image_pull_grace): {message}; check the image name in the script's `image=` hint or executor.images, and the registry credentials",
+                                    settings.executor.image_pull_grace
+                                ),
+                            ));
+                        }
+                    }
+                    PodState::InvalidImage { image, message } => {
+                        self.delete_attempt(job, attempt).await;
+                        return Attempt::Done(failure(
+                            started,
+                            FailureCategory::ImagePull,
+                            "InvalidImageName",
+                            format!(
+                                "image `{image}` is not a valid image name ({message}); fix the script's `image=` hint or executor.images"
+                            ),
+                        ));
+                    }
+                    PodState::ConfigError(message) => {
+                        self.delete_attempt(job, attempt).await;
+                        return Attempt::Done(failure(
+                            started,
+                            FailureCategory::ConfigError,
+                            "CreateContainerConfigError",
+                            format!(
+                                "the pod's container could not be created: {message}; check the Secrets, ConfigMaps and service account the script's hints name"
+                            ),
+                        ));
+                    }
+                    PodState::Starting(reason) => {
+                        note_once(logs, &mut last_note, &format!("pod starting: {reason}"));
+                    }
+                    PodState::Running => {
+                        if stream.is_none() {
+                            stream = self.open_log(pod, &mut follower, true).await;
+                        }
+                    }
+                    PodState::Terminated {
+                        exit_code,
+                        reason,
+                        message,
+                    } => {
+                        // Everything the container printed, then the verdict.
+                        self.read_to_end(pod, stream.take(), &mut follower, &mut decoder, logs)
+                            .await;
+                        let trailer = decoder.finish();
+                        let duration = trailer
+                            .as_ref()
+                            .ok()
+                            .and_then(|t| t.duration_ms)
+                            .map_or_else(|| started.elapsed(), Duration::from_millis);
+                        let memory_peak_kib = trailer
+                            .as_ref()
+                            .ok()
+                            .and_then(|t| t.memory_peak_kib)
+                            .and_then(|k| i32::try_from(k).ok());
+                        let outcome = if reason == "OOMKilled" {
+                            Outcome::Failure(JobFailure::new(
+                                FailureCategory::OomKilled,
+                                "OOMKilled",
+                                format!(
+                                    "the script ran out of memory (limit {memory_limit}); raise `memory` in the script's `# k8s:` hints"
+                                ),
+                            ))
+                        } else {
+                            match trailer {
+                                Ok(t) if t.status == Status::Ok && exit_code == 0 => {
+                                    Outcome::Success(t.payload)
+                                }
+                                Ok(t) => Outcome::Failure(user_failure(&t.payload)),
+                                Err(trailer::Error::TooLarge { size, limit }) => {
+                                    Outcome::Failure(JobFailure::new(
+                                        FailureCategory::ResultInvalid,
+                                        "ResultTooLarge",
+                                        format!(
+                                            "the result is {size} bytes, more than the limit of {limit} bytes (executor.max_result_bytes); return less data"
+                                        ),
+                                    ))
+                                }
+                                Err(error) => Outcome::Failure(JobFailure::new(
+                                    if exit_code == 0 {
+                                        FailureCategory::ResultInvalid
+                                    } else {
+                                        FailureCategory::UserError
+                                    },
+                                    if exit_code == 0 {
+                                        "ResultInvalid"
+                                    } else {
+                                        "ExitCode"
+                                    },
+                                    format!(
+                                        "the container ended with exit code {exit_code} ({reason}) and {error}; {}",
+                                        message.trim()
+                                    ),
+                                )),
+                            }
+                        };
+                        return Attempt::Done(Completion {
+                            outcome,
+                            duration,
+                            memory_peak_kib,
+                        });
+                    }
+                    PodState::Disrupted { reason, message } => {
+                        if started_user_code {
+                            self.read_to_end(pod, stream.take(), &mut follower, &mut decoder, logs)
+                                .await;
+                            return Attempt::Done(failure(
+                                started,
+                                FailureCategory::PodLost,
+                                reason.clone(),
+                                format!(
+                                    "the pod stopped while the script ran ({reason}: {message}); the script may have been interrupted midway, so it is not retried automatically"
+                                ),
+                            ));
+                        }
+                        return Attempt::SystemRetry(format!("{reason}: {message}"));
+                    }
+                }
+            } else if seen_pod && recheck {
+                if started_user_code {
+                    return Attempt::Done(failure(started, FailureCategory::PodLost, "PodDeleted",
+                        "the pod was deleted while the script ran; it is not retried automatically because the script may have had side effects".to_owned()));
+                }
+                return Attempt::SystemRetry(
+                    "the pod was deleted before the script started".into(),
+                );
+            }
+            recheck = false;
+            tokio::select! {
+                () = waker.notified() => recheck = true,
+                line = next_line(&mut stream), if stream.is_some() => match line {
+                    Some(Ok(line)) => follower.accept(&line, &mut decoder, logs),
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, "pod log stream broke; resuming from the last line seen");
+                        stream = None;
+                        recheck = true;
+                    }
+                    None => {
+                        stream = None;
+                        recheck = true;
+                    }
+                },
+                () = tokio::time::sleep(Duration::from_secs(1)) => recheck = true,
+                () = cancel.cancelled() => {
+                    logs.note("canceled: deleting the Kubernetes Job and its pod");
+                    self.delete_attempt(job, attempt).await;
+                    return Attempt::Done(canceled(started));
+                }
+            }
+        }
+    }
+
+    /// Creates the objects of one attempt, retrying API trouble and quota rejections with
+    /// backoff (back-pressure, never a failure), adopting objects that already exist.
+    async fn create(
+        &self,
+        objects: &Objects,
+        cancel: &CancellationToken,
+        logs: &LogSink,
+    ) -> Created {
+        let inner = &self.inner;
+        let name = objects.job.metadata.name.clone().unwrap_or_default();
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(30))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            let result = async {
+                inner.limiter.acquire().await;
+                let existing = inner.jobs.get_opt(&name).await?;
+                if let Some(_job) = existing {
+                    // Adopt: the attempt exists (an earlier worker made it). Its nonce is in its Secret.
+                    inner.limiter.acquire().await;
+                    let secret = inner.secrets.get(&name).await?;
+                    let nonce = secret
+                        .data
+                        .and_then(|d| {
+                            d.get("nonce")
+                                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                        })
+                        .unwrap_or_default();
+                    return Ok::<_, kube::Error>(Created::Adopted(nonce));
+                }
+                inner.limiter.acquire().await;
+                create_or_keep(&inner.config_maps, &objects.config_map).await?;
+                inner.limiter.acquire().await;
+                create_or_keep(&inner.secrets, &objects.secret).await?;
+                inner.limiter.acquire().await;
+                let created = inner
+                    .jobs
+                    .create(&PostParams::default(), &objects.job)
+                    .await?;
+                // The ConfigMap and Secret belong to the Job: deleting it removes them.
+                if let Some(uid) = created.metadata.uid.clone() {
+                    let owner = serde_json::json!({"metadata": {"ownerReferences": [OwnerReference {
+                        api_version: "batch/v1".into(), kind: "Job".into(), name: name.clone(), uid,
+                        controller: Some(false), block_owner_deletion: Some(false),
+                    }]}});
+                    inner.limiter.acquire().await;
+                    inner
+                        .config_maps
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(&owner))
+                        .await?;
+                    inner.limiter.acquire().await;
+                    inner
+                        .secrets
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(&owner))
+                        .await?;
+                }
+                Ok(Created::Fresh)
+            }
+            .await;
+            match result {
+                Ok(created) => return created,
+                Err(error) => {
+                    let (retry, what) = classify_api_error(&error);
+                    if !retry {
+                        return Created::Failed(JobFailure::new(
+                            FailureCategory::ConfigError,
+                            "KubernetesRejected",
+                            format!(
+                                "the Kubernetes API refused the job's objects: {error}; check the worker's RBAC and the script's hints"
+                            ),
+                        ));
+                    }
+                    let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                    logs.note(&format!(
+                        "{what}: {error}; retrying in {}ms",
+                        delay.as_millis()
+                    ));
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = cancel.cancelled() => return Created::Canceled,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens the main container's log from where the follower stopped (timestamps on).
+    async fn open_log(
+        &self,
+        pod: &Pod,
+        follower: &mut LogFollower,
+        follow: bool,
+    ) -> Option<LineStream> {
+        let name = pod.metadata.name.clone()?;
+        let params = LogParams {
+            container: Some(MAIN_CONTAINER.into()),
+            follow,
+            timestamps: true,
+            since_time: follower
+                .resume_from()
+                .and_then(|t| k8s_openapi::jiff::Timestamp::from_second(t.timestamp()).ok()),
+            ..LogParams::default()
+        };
+        self.inner.limiter.acquire().await;
+        match self.inner.pods.log_stream(&name, &params).await {
+            Ok(reader) => {
+                follower.begin_read();
+                Some(Box::pin(futures::stream::unfold(
+                    reader,
+                    |mut reader| async move {
+                        let mut line = Vec::new();
+                        match reader.read_until(b'\n', &mut line).await {
+                            Ok(0) => None,
+                            Ok(_) => Some((Ok(line), reader)),
+                            Err(error) => Some((Err(error), reader)),
+                        }
+                    },
+                )))
+            }
+            Err(error) => {
+                tracing::debug!(%error, "opening the pod log failed; retrying");
+                None
+            }
+        }
+    }
+
+    /// After the container ended: drains the followed stream, then one plain read from the last
+    /// line seen picks up whatever the stream missed (the trailer included).
+    async fn read_to_end(
+        &self,
+        pod: &Pod,
+        stream: Option<LineStream>,
+        follower: &mut LogFollower,
+        decoder: &mut trailer::Decoder,
+        logs: &LogSink,
+    ) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        if let Some(mut stream) = stream {
+            while let Ok(Some(Ok(line))) = tokio::time::timeout_at(deadline, stream.next()).await {
+                follower.accept(&line, decoder, logs);
+            }
+        }
+        for _ in 0..3 {
+            let Some(mut stream) = self.open_log(pod, follower, false).await else {
+                continue;
+            };
+            let mut complete = false;
+            loop {
+                match tokio::time::timeout_at(deadline, stream.next()).await {
+                    Ok(Some(Ok(line))) => follower.accept(&line, decoder, logs),
+                    Ok(None) => {
+                        complete = true;
+                        break;
+                    }
+                    Ok(Some(Err(_))) | Err(_) => break,
+                }
+            }
+            if complete {
+                return;
+            }
+        }
+    }
+}
+
+type LineStream = std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Vec<u8>>> + Send>>;
+
+async fn next_line(stream: &mut Option<LineStream>) -> Option<std::io::Result<Vec<u8>>> {
+    match stream {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Tracks what was read of a container's log, to resume without duplicates: `sinceTime` has
+/// second precision, so a resumed read repeats the lines of the last second; lines are told apart
+/// by their nanosecond timestamps and, for equal ones, by how many were taken.
+#[derive(Debug, Default)]
+struct LogFollower {
+    /// Lines taken per timestamp (only timestamps of the newest second are kept).
+    taken: std::collections::HashMap<chrono::DateTime<chrono::Utc>, usize>,
+    /// Lines per timestamp in the current read.
+    current: std::collections::HashMap<chrono::DateTime<chrono::Utc>, usize>,
+    newest: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl LogFollower {
+    fn resume_from(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.newest
+    }
+
+    fn begin_read(&mut self) {
+        self.current.clear();
+        if let Some(newest) = self.newest {
+            let second = newest.timestamp();
+            self.taken.retain(|t, _| t.timestamp() >= second);
+        }
+    }
+
+    fn accept(&mut self, line: &[u8], decoder: &mut trailer::Decoder, logs: &LogSink) {
+        let text = crate::logs::sanitize(line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        let (stamp, text) = match text.split_once(' ') {
+            Some((t, rest)) => match chrono::DateTime::parse_from_rfc3339(t) {
+                Ok(t) => (Some(t.with_timezone(&chrono::Utc)), rest),
+                Err(_) => (None, text),
+            },
+            None => match chrono::DateTime::parse_from_rfc3339(text) {
+                Ok(t) => (Some(t.with_timezone(&chrono::Utc)), ""),
+                Err(_) => (None, text),
+            },
+        };
+        if let Some(stamp) = stamp {
+            let count = self.current.entry(stamp).or_default();
+            *count += 1;
+            let taken = self.taken.entry(stamp).or_default();
+            if *count <= *taken {
+                return;
+            }
+            *taken = *count;
+            if self.newest.is_none_or(|t| stamp > t) {
+                self.newest = Some(stamp);
+            }
+        }
+        match decoder.push(text) {
+            Ok(true) => {}
+            Ok(false) => logs.line(text.as_bytes()),
+            Err(error) => logs.note(&format!("result trailer: {error}")),
+        }
+    }
+}
+
+enum Created {
+    Fresh,
+    Adopted(String),
+    Canceled,
+    Failed(JobFailure),
+}
+
+async fn create_or_keep<K>(api: &Api<K>, object: &K) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Whether an API error is worth retrying, and how to describe the wait.
+fn classify_api_error(error: &kube::Error) -> (bool, &'static str) {
+    match error {
+        kube::Error::Api(status)
+            if status.code == 403 && status.message.contains("exceeded quota") =>
+        {
+            (true, "waiting for quota (back-pressure, not a failure)")
+        }
+        kube::Error::Api(status)
+            if status.code == 429 || status.code >= 500 || status.code == 409 =>
+        {
+            (true, "the Kubernetes API is busy")
+        }
+        kube::Error::Api(_) => (false, ""),
+        _ => (true, "the Kubernetes API is unreachable"),
+    }
+}
+
+fn note_once(logs: &LogSink, last: &mut String, message: &str) {
+    if last != message {
+        logs.note(message);
+        message.clone_into(last);
+    }
+}
+
+fn canceled(started: Instant) -> Completion {
+    Completion {
+        outcome: Outcome::Canceled,
+        duration: started.elapsed(),
+        memory_peak_kib: None,
+    }
+}
+
+fn failure(
+    started: Instant,
+    category: FailureCategory,
+    name: impl Into<String>,
+    message: String,
+) -> Completion {
+    Completion {
+        outcome: Outcome::Failure(JobFailure::new(category, name, message)),
+        duration: started.elapsed(),
+        memory_peak_kib: None,
+    }
+}
+
+/// The error object a wrapper wrote, as a job failure.
+fn user_failure(payload: &serde_json::Value) -> JobFailure {
+    let text = |key: &str| {
+        payload
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    let mut failure = JobFailure::new(
+        FailureCategory::UserError,
+        text("name").unwrap_or_else(|| "Error".into()),
+        text("message").unwrap_or_else(|| payload.to_string()),
+    );
+    failure.stack = text("stack").filter(|s| !s.is_empty());
+    failure
+}
+
+/// The pod settings of a job: the hints resolved against the worker's config.
+pub fn pod_settings(config: &Config, job: &Job) -> Result<PodSettings, JobFailure> {
+    let language = job.language.as_ref().map_or("", |l| l.as_str());
+    hints::resolve(
+        &config.settings,
+        &job.tag,
+        language,
+        job.code.as_deref().unwrap_or_default(),
+        WindmillFields {
+            timeout: job.timeout,
+            priority: job.priority,
+        },
+    )
+    .map_err(|e| e.to_job_failure())
+}
+
+/// The job's args; `$var:` and `$res:` values need Windmill's API, which is not wired yet.
+pub fn resolve_args(
+    job: &Job,
+    config: &Config,
+) -> Result<serde_json::Map<String, serde_json::Value>, JobFailure> {
+    let args = job.args_object()?;
+    let needs: Vec<&str> = args
+        .iter()
+        .filter(|(_, v)| {
+            v.as_str()
+                .is_some_and(|s| s.starts_with("$var:") || s.starts_with("$res:"))
+        })
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if !needs.is_empty() {
+        let why = if config.windmill_url.is_none() || config.windmill_token.is_none() {
+            "set FLEXT_WINDMILL_URL and FLEXT_WINDMILL_TOKEN so the worker can resolve them through Windmill's API"
+        } else {
+            "resolving them through Windmill's API is not supported by this worker version yet; pass the values directly"
+        };
+        return Err(JobFailure::new(
+            FailureCategory::ConfigError,
+            "UnresolvedArgs",
+            format!(
+                "argument(s) {} reference Windmill variables or resources ($var:/$res:); {why}",
+                needs.join(", ")
+            ),
+        ));
+    }
+    Ok(args)
+}
+
+fn expand_home(path: &std::path::Path) -> PathBuf {
+    match path.strip_prefix("~") {
+        Ok(rest) => std::env::var_os("HOME")
+            .map_or_else(|| path.to_owned(), |home| PathBuf::from(home).join(rest)),
+        Err(_) => path.to_owned(),
+    }
+}

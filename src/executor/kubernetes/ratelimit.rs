@@ -1,0 +1,84 @@
+//! A client-side token bucket for Kubernetes API requests: `qps` on average, `burst` at once.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Waits before each request so that the worker stays within its API budget.
+#[derive(Debug)]
+pub struct RateLimiter {
+    qps: f64,
+    burst: f64,
+    bucket: Mutex<Bucket>,
+}
+
+impl RateLimiter {
+    /// A limiter; `qps` 0 means unlimited.
+    pub fn new(qps: u32, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            qps: f64::from(qps),
+            burst,
+            bucket: Mutex::new(Bucket {
+                tokens: burst,
+                last: Instant::now(),
+            }),
+        }
+    }
+
+    /// Takes one token, sleeping until one is available.
+    pub async fn acquire(&self) {
+        if self.qps <= 0.0 {
+            return;
+        }
+        let wait = {
+            let mut bucket = self
+                .bucket
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = Instant::now();
+            let refill = now.duration_since(bucket.last).as_secs_f64() * self.qps;
+            bucket.tokens = (bucket.tokens + refill).min(self.burst);
+            bucket.last = now;
+            bucket.tokens -= 1.0;
+            if bucket.tokens >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-bucket.tokens / self.qps)
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn bursts_then_holds_the_rate() {
+        let limiter = RateLimiter::new(10, 5);
+        let start = Instant::now();
+        for _ in 0..5 {
+            limiter.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "the burst goes at once");
+        for _ in 0..10 {
+            limiter.acquire().await;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!(
+            (0.99..1.1).contains(&elapsed),
+            "10 more at 10 qps take about 1 s, took {elapsed}"
+        );
+    }
+}

@@ -1,0 +1,633 @@
+//! The in-pod runner (`flext-kubernetes runner`): the first program of a job's main container.
+//!
+//! An init container copies the worker binary into the pod; the language image then runs it. It
+//! prepares the work directory, installs the lock's dependencies into a cache directory, runs the
+//! language wrapper (Windmill's contract: read args, call the entrypoint, write the result),
+//! streams the program's stdout and stderr line by line, and finally prints the result (or error
+//! object) as a [`crate::trailer`] marked with the job's nonce, with peak memory and run time.
+//!
+//! Pod layout (all paths configurable):
+//! - `/flext/job` (ConfigMap): `job.json` (language, entrypoint), `main.<ext>`, `lock`, wrapper.
+//! - `/flext/secret` (Secret): `args.json`, `nonce`.
+//! - `/flext/work` (emptyDir): the working directory; `result.json` lands here.
+//! - `/flext/cache` (emptyDir or a shared volume): installed dependencies, keyed by lock hash.
+
+pub mod signature;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+use crate::trailer::{self, Status};
+
+/// The Python wrapper, shipped in the job's ConfigMap.
+pub const PYTHON_WRAPPER: &str = include_str!("wrappers/python.py");
+/// The TypeScript wrapper (Bun, Deno), shipped in the job's ConfigMap.
+pub const TYPESCRIPT_WRAPPER: &str = include_str!("wrappers/typescript.ts");
+
+/// Lines of output kept for the message of a failure without an error object.
+const TAIL_LINES: usize = 20;
+const TAIL_BYTES: usize = 2048;
+
+/// What the worker tells the runner about the job (`job.json` in the ConfigMap).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Windmill's language name.
+    pub language: String,
+    /// The function to call (`main` unless overridden).
+    pub entrypoint: String,
+    /// File name of the code in the job directory (`main.py`, `main.sh`, `main.ts`).
+    pub main_file: String,
+    /// Largest result accepted, bytes.
+    pub max_result_bytes: u64,
+}
+
+/// The languages the runner knows, with the file name of their code.
+#[must_use]
+pub fn main_file(language: &str) -> Option<&'static str> {
+    match language {
+        "python3" => Some("main.py"),
+        "bash" => Some("main.sh"),
+        "bun" | "deno" | "nativets" => Some("main.ts"),
+        _ => None,
+    }
+}
+
+/// Where things are in the pod.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The ConfigMap mount.
+    pub job: PathBuf,
+    /// The Secret mount.
+    pub secret: PathBuf,
+    /// The working directory.
+    pub work: PathBuf,
+    /// The dependency cache.
+    pub cache: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Self {
+            job: "/flext/job".into(),
+            secret: "/flext/secret".into(),
+            work: "/flext/work".into(),
+            cache: "/flext/cache".into(),
+        }
+    }
+}
+
+/// How the user's program ended, before it is framed into the trailer.
+#[derive(Debug, Clone, PartialEq)]
+struct Ended {
+    status: Status,
+    payload: Value,
+}
+
+/// Runs the job; returns the process exit code (0 success, 1 the job failed, 2 the runner could
+/// not start the job).
+pub async fn run(paths: &Paths) -> i32 {
+    let nonce = match std::fs::read_to_string(paths.secret.join("nonce")) {
+        Ok(n) => n.trim().to_owned(),
+        Err(e) => {
+            eprintln!(
+                "flext runner: cannot read the job nonce from {}: {e}",
+                paths.secret.display()
+            );
+            return 2;
+        }
+    };
+    let started = Instant::now();
+    let (ended, max_result) = match prepare_and_run(paths).await {
+        Ok((ended, limit)) => (ended, limit),
+        Err(ended) => (ended, u64::MAX),
+    };
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let peak = peak_memory_kib();
+    let mut ended = ended;
+    let size = ended.payload.to_string().len() as u64;
+    if size > max_result {
+        ended = Ended {
+            status: Status::Error,
+            payload: json!({
+                "name": "ResultTooLarge",
+                "message": format!("the result is {size} bytes, more than the limit of {max_result} bytes; return less data, or write it to storage and return a reference"),
+            }),
+        };
+    }
+    let text = trailer::encode(&nonce, ended.status, &ended.payload, peak, duration_ms);
+    // The program's output always ends in a newline (the pump completes partial lines), so the
+    // trailer starts on a line of its own.
+    let mut stdout = tokio::io::stdout();
+    let _ = stdout.write_all(text.as_bytes()).await;
+    let _ = stdout.flush().await;
+    match ended.status {
+        Status::Ok => 0,
+        Status::Error => 1,
+    }
+}
+
+fn runner_error(name: &str, message: impl Into<String>) -> Ended {
+    let message: String = message.into();
+    Ended {
+        status: Status::Error,
+        payload: json!({"name": name, "message": message}),
+    }
+}
+
+async fn prepare_and_run(paths: &Paths) -> Result<(Ended, u64), Ended> {
+    let spec_text = std::fs::read_to_string(paths.job.join("job.json")).map_err(|e| {
+        runner_error(
+            "RunnerError",
+            format!("cannot read job.json in {}: {e}", paths.job.display()),
+        )
+    })?;
+    let spec: JobSpec = serde_json::from_str(&spec_text)
+        .map_err(|e| runner_error("RunnerError", format!("job.json is malformed: {e}")))?;
+    let code = std::fs::read_to_string(paths.job.join(&spec.main_file)).map_err(|e| {
+        runner_error(
+            "RunnerError",
+            format!("cannot read the code {}: {e}", spec.main_file),
+        )
+    })?;
+    std::fs::create_dir_all(&paths.work).map_err(|e| {
+        runner_error(
+            "RunnerError",
+            format!("cannot create {}: {e}", paths.work.display()),
+        )
+    })?;
+    let main = paths.work.join(&spec.main_file);
+    std::fs::write(&main, &code).map_err(|e| {
+        runner_error(
+            "RunnerError",
+            format!("cannot write {}: {e}", main.display()),
+        )
+    })?;
+    let result_path = paths.work.join("result.json");
+    let _ = std::fs::remove_file(&result_path);
+    let args_path = paths.secret.join("args.json");
+    let lock = std::fs::read_to_string(paths.job.join("lock")).unwrap_or_default();
+
+    let mut command = match spec.language.as_str() {
+        "python3" => {
+            let mut c = Command::new("python3");
+            c.arg("-u")
+                .arg(write_wrapper(paths, "wrapper.py", PYTHON_WRAPPER)?);
+            if let Some(site) = install_python_deps(paths, &lock).await? {
+                let existing = std::env::var("PYTHONPATH").unwrap_or_default();
+                let joined = if existing.is_empty() {
+                    site.display().to_string()
+                } else {
+                    format!("{}:{existing}", site.display())
+                };
+                c.env("PYTHONPATH", joined);
+            }
+            c
+        }
+        "bash" => {
+            let args = read_args(&args_path)?;
+            let mut c = Command::new("bash");
+            c.arg(&main);
+            for name in signature::bash_arg_order(&code) {
+                c.arg(args.get(&name).map(bash_value).unwrap_or_default());
+            }
+            c
+        }
+        "bun" | "nativets" | "deno" => {
+            let wrapper = write_wrapper(paths, "wrapper.ts", TYPESCRIPT_WRAPPER)?;
+            let names = signature::ts_param_names(&code, &spec.entrypoint);
+            let mut c = if spec.language == "deno" {
+                let mut c = Command::new("deno");
+                c.args(["run", "--allow-all", "--quiet"]).arg(&wrapper);
+                c
+            } else {
+                let mut c = Command::new("bun");
+                c.arg("run").arg(&wrapper);
+                c
+            };
+            c.env(
+                "FLEXT_ARG_NAMES",
+                serde_json::to_string(&names).unwrap_or_else(|_| "[]".into()),
+            );
+            c
+        }
+        other => {
+            return Err(runner_error(
+                "UnsupportedLanguage",
+                format!("the runner runs python3, bash, bun, deno and nativets, not `{other}`"),
+            ));
+        }
+    };
+    command
+        .current_dir(&paths.work)
+        .env("FLEXT_MAIN", &main)
+        .env("FLEXT_ARGS", &args_path)
+        .env("FLEXT_RESULT", &result_path)
+        .env("FLEXT_ENTRYPOINT", &spec.entrypoint)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let ended = run_program(command, &spec.language, &result_path).await?;
+    Ok((ended, spec.max_result_bytes))
+}
+
+fn write_wrapper(paths: &Paths, name: &str, fallback: &str) -> Result<PathBuf, Ended> {
+    // The ConfigMap carries the wrapper the worker shipped; the built-in copy is a fallback for
+    // jobs rendered by an older worker.
+    let shipped = paths.job.join(name);
+    let text = std::fs::read_to_string(&shipped).unwrap_or_else(|_| fallback.to_owned());
+    let target = paths.work.join(name);
+    std::fs::write(&target, text).map_err(|e| {
+        runner_error(
+            "RunnerError",
+            format!("cannot write {}: {e}", target.display()),
+        )
+    })?;
+    Ok(target)
+}
+
+fn read_args(path: &Path) -> Result<serde_json::Map<String, Value>, Ended> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| runner_error("RunnerError", format!("cannot read the args: {e}")))?;
+    match serde_json::from_str(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) | Err(_) => Err(runner_error(
+            "InvalidArgs",
+            "args.json is not a JSON object",
+        )),
+    }
+}
+
+/// Bash receives strings: JSON strings as their text, everything else as compact JSON.
+fn bash_value(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Installs a Python lock (requirements lines) into `<cache>/python/<hash>` once, with uv when
+/// present, else pip. Returns the directory to put on `PYTHONPATH`.
+async fn install_python_deps(paths: &Paths, lock: &str) -> Result<Option<PathBuf>, Ended> {
+    let requirements: Vec<&str> = lock
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    if requirements.is_empty() {
+        return Ok(None);
+    }
+    let key = crate::runner::signature::short_hash(&requirements.join("\n"));
+    let target = paths.cache.join("python").join(key);
+    if target.join(".complete").exists() {
+        return Ok(Some(target));
+    }
+    let lock_file = paths.work.join("requirements.txt");
+    std::fs::write(&lock_file, requirements.join("\n"))
+        .map_err(|e| runner_error("RunnerError", format!("cannot write requirements.txt: {e}")))?;
+    let uv = which("uv");
+    let mut command = if let Some(uv) = uv {
+        let mut c = Command::new(uv);
+        c.args([
+            "pip", "install", "--quiet", "--python", "python3", "--target",
+        ])
+        .arg(&target)
+        .arg("-r")
+        .arg(&lock_file);
+        c
+    } else {
+        let mut c = Command::new("python3");
+        c.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--target",
+        ])
+        .arg(&target)
+        .arg("-r")
+        .arg(&lock_file);
+        c
+    };
+    println!(
+        "[flext runner] installing {} Python requirement(s)",
+        requirements.len()
+    );
+    let output = command.output().await.map_err(|e| {
+        runner_error(
+            "DependencyInstallError",
+            format!("cannot run the installer: {e}"),
+        )
+    })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(runner_error(
+            "DependencyInstallError",
+            format!(
+                "installing the script's requirements failed: {}",
+                tail_of(&stderr)
+            ),
+        ));
+    }
+    let _ = std::fs::write(target.join(".complete"), "");
+    Ok(Some(target))
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    tail: Vec<String>,
+    last_stdout: Option<String>,
+}
+
+async fn run_program(
+    mut command: Command,
+    language: &str,
+    result_path: &Path,
+) -> Result<Ended, Ended> {
+    let mut child = command.spawn().map_err(|e| {
+        runner_error(
+            "RunnerError",
+            format!("cannot start the {language} program: {e}"),
+        )
+    })?;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let out = child
+        .stdout
+        .take()
+        .map(|s| tokio::spawn(pump(s, false, seen.clone())));
+    let err = child
+        .stderr
+        .take()
+        .map(|s| tokio::spawn(pump(s, true, seen.clone())));
+    let forward = tokio::spawn(forward_sigterm(child.id()));
+    let status = child.wait().await.map_err(|e| {
+        runner_error(
+            "RunnerError",
+            format!("waiting for the program failed: {e}"),
+        )
+    })?;
+    forward.abort();
+    for task in [out, err].into_iter().flatten() {
+        let _ = task.await;
+    }
+    let seen = seen
+        .lock()
+        .map(|s| (s.tail.clone(), s.last_stdout.clone()))
+        .unwrap_or_default();
+    let written = std::fs::read(result_path).ok();
+    if status.success() {
+        let payload = match written {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                runner_error(
+                    "ResultInvalid",
+                    format!("the program wrote a result that is not JSON: {e}"),
+                )
+            })?,
+            // Bash: the last line of stdout, as JSON when it parses, else as a string.
+            None if language == "bash" => seen.1.map_or(Value::Null, |line| {
+                serde_json::from_str(&line).unwrap_or(Value::String(line))
+            }),
+            None => Value::Null,
+        };
+        return Ok(Ended {
+            status: Status::Ok,
+            payload,
+        });
+    }
+    let code = status.code().map_or_else(
+        || "killed by a signal".to_owned(),
+        |c| format!("exit code {c}"),
+    );
+    if let Some(object) = written
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .filter(|v| v.get("name").is_some())
+    {
+        return Ok(Ended {
+            status: Status::Error,
+            payload: object,
+        });
+    }
+    Ok(Ended {
+        status: Status::Error,
+        payload: json!({
+            "name": "ExitCode",
+            "message": format!("the program ended with {code}; last output:\n{}", tail_of(&seen.0.join("\n"))),
+        }),
+    })
+}
+
+async fn pump(stream: impl AsyncRead + Unpin, stderr: bool, seen: Arc<Mutex<Seen>>) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if stderr {
+        Box::new(tokio::io::stderr())
+    } else {
+        Box::new(tokio::io::stdout())
+    };
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if !line.ends_with(b"\n") {
+            line.push(b'\n');
+        }
+        let _ = out.write_all(&line).await;
+        let _ = out.flush().await;
+        let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+        if let Ok(mut seen) = seen.lock() {
+            if !stderr && !text.is_empty() {
+                seen.last_stdout = Some(text.clone());
+            }
+            seen.tail.push(text);
+            if seen.tail.len() > TAIL_LINES {
+                seen.tail.remove(0);
+            }
+        }
+    }
+}
+
+/// Kubernetes stops a pod with SIGTERM to the container's first process: pass it on to the
+/// program so it can clean up within the grace period.
+async fn forward_sigterm(pid: Option<u32>) {
+    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
+        return;
+    };
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return;
+    };
+    while term.recv().await.is_some() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
+
+fn tail_of(text: &str) -> String {
+    let text = text.trim_end();
+    if text.len() <= TAIL_BYTES {
+        return text.to_owned();
+    }
+    let mut start = text.len() - TAIL_BYTES;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
+}
+
+/// Peak resident memory of the programs the runner waited for, KiB (Linux reports `ru_maxrss`
+/// in KiB).
+fn peak_memory_kib() -> Option<i64> {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .ok()
+        .map(|usage| usage.max_rss())
+        .filter(|kib| *kib > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Pod {
+        root: PathBuf,
+        paths: Paths,
+    }
+
+    impl Pod {
+        fn new(language: &str, code: &str, args: &Value) -> Self {
+            let root = std::env::temp_dir().join(format!("flext-runner-{}", uuid::Uuid::new_v4()));
+            let paths = Paths {
+                job: root.join("job"),
+                secret: root.join("secret"),
+                work: root.join("work"),
+                cache: root.join("cache"),
+            };
+            for dir in [&paths.job, &paths.secret] {
+                std::fs::create_dir_all(dir).unwrap();
+            }
+            let file = main_file(language).unwrap();
+            let spec = JobSpec {
+                language: language.into(),
+                entrypoint: "main".into(),
+                main_file: file.into(),
+                max_result_bytes: 1 << 20,
+            };
+            std::fs::write(
+                paths.job.join("job.json"),
+                serde_json::to_string(&spec).unwrap(),
+            )
+            .unwrap();
+            std::fs::write(paths.job.join(file), code).unwrap();
+            std::fs::write(paths.secret.join("args.json"), args.to_string()).unwrap();
+            std::fs::write(paths.secret.join("nonce"), "testnonce\n").unwrap();
+            Self { root, paths }
+        }
+
+        async fn ended(&self) -> Ended {
+            match prepare_and_run(&self.paths).await {
+                Ok((ended, _)) | Err(ended) => ended,
+            }
+        }
+    }
+
+    impl Drop for Pod {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+
+    #[tokio::test]
+    async fn python_main_gets_keyword_args_and_returns_json() {
+        let pod = Pod::new(
+            "python3",
+            "def main(x, y=1):\n    print('adding')\n    return {'sum': x + y}\n",
+            &json!({"x": 2, "y": 3}),
+        );
+        assert_eq!(
+            pod.ended().await,
+            Ended {
+                status: Status::Ok,
+                payload: json!({"sum": 5})
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn python_exception_becomes_an_error_object_with_name_message_and_stack() {
+        let pod = Pod::new(
+            "python3",
+            "def main(x):\n    raise ValueError(f'bad x: {x}')\n",
+            &json!({"x": -1}),
+        );
+        let ended = pod.ended().await;
+        assert_eq!(ended.status, Status::Error);
+        assert_eq!(ended.payload["name"], "ValueError");
+        assert_eq!(ended.payload["message"], "bad x: -1");
+        assert!(
+            ended.payload["stack"].as_str().unwrap().contains("line 2"),
+            "{}",
+            ended.payload
+        );
+    }
+
+    #[tokio::test]
+    async fn bash_gets_positional_args_in_declared_order_and_returns_its_last_line() {
+        let code = "second=\"$2\"\nfirst=\"$1\"\necho \"noise\"\necho \"$first-$second\"\n";
+        let pod = Pod::new("bash", code, &json!({"second": "b", "first": "a"}));
+        assert_eq!(
+            pod.ended().await,
+            Ended {
+                status: Status::Ok,
+                payload: json!("a-b")
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn bash_failure_without_an_error_object_quotes_the_output_tail() {
+        let pod = Pod::new("bash", "echo 'about to fail' >&2\nexit 3\n", &json!({}));
+        let ended = pod.ended().await;
+        assert_eq!(ended.status, Status::Error);
+        let message = ended.payload["message"].as_str().unwrap();
+        assert!(
+            message.contains("exit code 3") && message.contains("about to fail"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_entrypoint_is_named() {
+        let pod = Pod::new("python3", "def run():\n    return 1\n", &json!({}));
+        let ended = pod.ended().await;
+        assert_eq!(ended.status, Status::Error);
+        assert!(
+            ended.payload["message"]
+                .as_str()
+                .unwrap()
+                .contains("def main("),
+            "{}",
+            ended.payload
+        );
+    }
+}

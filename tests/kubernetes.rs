@@ -1,0 +1,418 @@
+//! Jobs run as Kubernetes Jobs on the test bed (a real kube-apiserver, the Job controller and the
+//! process-running node agent), claimed from a real PostgreSQL and completed by the stock-worker
+//! double: `scripts/test` starts both.
+
+// Tests fail loudly by design.
+#![allow(clippy::unwrap_used, clippy::format_collect)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::stock::StockWorker;
+use common::{TestDb, WindmillJob, completed, eventually, logs, queue_row};
+use flext_kubernetes::executor::{Executor, KubernetesExecutor};
+use flext_kubernetes::worker::WorkerHandle;
+use k8s_openapi::api::batch::v1::Job as KubeJob;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// One test's world: its own database, namespace, worker and stock-worker double.
+struct Bed {
+    db: TestDb,
+    client: Client,
+    namespace: String,
+    worker: Option<WorkerHandle>,
+    stock_stop: CancellationToken,
+}
+
+async fn client() -> Client {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "KUBECONFIG is not set: run the tests with scripts/test, or `scripts/testbed up && eval \"$(scripts/testbed env)\"`"
+    );
+    Client::try_default()
+        .await
+        .expect("a client for the test bed (is `scripts/testbed up` running?)")
+}
+
+impl Bed {
+    async fn new(extra: &[(&str, &str)]) -> Self {
+        let db = TestDb::new().await;
+        let client = client().await;
+        let namespace = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create the test namespace");
+        let mut settings: Vec<(&str, &str)> = vec![
+            ("FLEXT__CLUSTER__NAMESPACE", &namespace),
+            ("FLEXT__JOB_TEMPLATE__IMAGE", "flext-kubernetes:dev"),
+            ("FLEXT__RESOURCES__DEFAULT_CPU", "10m"),
+            ("FLEXT__RESOURCES__DEFAULT_MEMORY", "256Mi"),
+            ("FLEXT__RESOURCES__DEFAULT_STORAGE", "1Gi"),
+            ("FLEXT__EXECUTOR__IMAGE_PULL_GRACE", "3s"),
+            ("FLEXT__EXECUTOR__PENDING_BUDGET", "4s"),
+        ];
+        settings.extend_from_slice(extra);
+        let config = common::config(&settings);
+        let executor = KubernetesExecutor::connect(Arc::new(config.clone()))
+            .await
+            .expect("the executor connects to the bed");
+        let worker = common::start_worker(&db, config, Executor::Kubernetes(executor));
+        let stock_stop = CancellationToken::new();
+        StockWorker::new(&db.pool).spawn(stock_stop.clone());
+        Self {
+            db,
+            client,
+            namespace,
+            worker: Some(worker),
+            stock_stop,
+        }
+    }
+
+    fn jobs(&self) -> Api<KubeJob> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    async fn pods_of(&self, id: flext_kubernetes::domain::JobId) -> Vec<Pod> {
+        self.pods()
+            .list(&ListParams::default().labels(&format!("flext.dev/job-id={id}")))
+            .await
+            .unwrap()
+            .items
+    }
+
+    /// Waits for the job to complete in Windmill (and its fix-up when `fixed` holds).
+    async fn outcome(&self, id: flext_kubernetes::domain::JobId) -> common::Completed {
+        eventually("the job to complete in Windmill", LIMIT, || async {
+            completed(&self.db, id)
+                .await
+                .filter(|c| c.worker.as_deref() != Some("wk-default-stock"))
+        })
+        .await
+    }
+
+    async fn stop(mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.shutdown().await;
+        }
+        self.stock_stop.cancel();
+        let _ = Api::<Namespace>::all(self.client.clone())
+            .delete(&self.namespace, &DeleteParams::default())
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_job_with_args_returns_its_result_and_complete_logs() {
+    let bed = Bed::new(&[]).await;
+    let code = "def main(x, name='world'):\n    for i in range(50):\n        print(f'line {i}')\n    print('hello', name)\n    return {'double': x * 2}\n";
+    let id = WindmillJob::script("u/alice/double", code)
+        .args(json!({"x": 21, "name": "k8s"}))
+        .push(&bed.db)
+        .await;
+    let done = bed.outcome(id).await;
+    assert_eq!(done.status, "success", "{done:?}");
+    assert_eq!(done.result, Some(json!({"double": 42})));
+    assert!(
+        done.memory_peak.is_some_and(|kib| kib > 1000),
+        "memory peak from the runner: {:?}",
+        done.memory_peak
+    );
+    let log = logs(&bed.db, id).await;
+    let expected: String =
+        (0..50).map(|i| format!("line {i}\n")).collect::<String>() + "hello k8s\n";
+    assert!(log.contains(&expected), "all lines, in order, once:\n{log}");
+    assert!(
+        !log.contains("--flext-result"),
+        "the trailer is not user output:\n{log}"
+    );
+    eventually(
+        "the Job to be deleted after the hand-back",
+        LIMIT,
+        || async {
+            bed.jobs()
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_exception_fails_the_job_with_its_name_and_message() {
+    let bed = Bed::new(&[]).await;
+    let id = WindmillJob::preview(
+        "def main(x):\n    raise ValueError(f'x must be positive, got {x}')\n",
+    )
+    .args(json!({"x": -3}))
+    .push(&bed.db)
+    .await;
+    let done = bed.outcome(id).await;
+    assert_eq!(done.status, "failure");
+    let error = &done.result.unwrap()["error"];
+    assert_eq!(error["name"], "ValueError");
+    assert_eq!(error["message"], "x must be positive, got -3");
+    assert_eq!(error["category"], "user_error");
+    assert!(
+        error["stack"].as_str().unwrap().contains("line 2"),
+        "{error}"
+    );
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bash_gets_positional_args_and_returns_its_last_line() {
+    let bed = Bed::new(&[]).await;
+    let code = "name=\"$1\"\ncount=\"$2\"\necho \"starting\"\necho \"{\\\"greeting\\\": \\\"hi $name\\\", \\\"count\\\": $count}\"\n";
+    let id = WindmillJob::preview(code)
+        .lang("bash")
+        .args(json!({"count": 3, "name": "bob"}))
+        .push(&bed.db)
+        .await;
+    let done = bed.outcome(id).await;
+    assert_eq!(
+        done.status,
+        "success",
+        "{:?}\n{}",
+        done,
+        logs(&bed.db, id).await
+    );
+    assert_eq!(done.result, Some(json!({"greeting": "hi bob", "count": 3})));
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_over_its_memory_hint_is_oom_killed_and_named() {
+    let bed = Bed::new(&[]).await;
+    let code = "# k8s: memory=64Mi\ndef main():\n    blocks = []\n    while True:\n        blocks.append(bytearray(8 << 20))\n";
+    let id = WindmillJob::preview(code).push(&bed.db).await;
+    let done = bed.outcome(id).await;
+    assert_eq!(done.status, "failure");
+    let error = &done.result.unwrap()["error"];
+    assert_eq!(error["name"], "OOMKilled", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("64Mi"),
+        "{error}"
+    );
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_cannot_be_pulled_fails_with_its_name() {
+    let bed = Bed::new(&[]).await;
+    let id = WindmillJob::preview(
+        "# k8s: image=registry.example/no-such-image:1\ndef main():\n    return 1\n",
+    )
+    .push(&bed.db)
+    .await;
+    let done = bed.outcome(id).await;
+    assert_eq!(done.status, "failure");
+    let error = &done.result.unwrap()["error"];
+    assert_eq!(error["category"], "image_pull", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("registry.example/no-such-image:1"),
+        "{error}"
+    );
+    assert!(
+        logs(&bed.db, id).await.contains("pulling image"),
+        "the wait was logged"
+    );
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unschedulable_job_logs_the_wait_then_fails_after_the_budget() {
+    let bed = Bed::new(&[]).await;
+    let id = WindmillJob::preview("# k8s: memory=900Gi\ndef main():\n    return 1\n")
+        .push(&bed.db)
+        .await;
+    let done = bed.outcome(id).await;
+    assert_eq!(done.status, "failure");
+    let error = &done.result.unwrap()["error"];
+    assert_eq!(error["category"], "unschedulable", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("Insufficient memory"),
+        "{error}"
+    );
+    assert!(
+        logs(&bed.db, id).await.contains("waiting for capacity"),
+        "{}",
+        logs(&bed.db, id).await
+    );
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_pending_and_while_running_deletes_the_job() {
+    let bed = Bed::new(&[("FLEXT__EXECUTOR__PENDING_BUDGET", "10m")]).await;
+    let pending = WindmillJob::preview("# k8s: memory=900Gi\ndef main():\n    return 1\n")
+        .push(&bed.db)
+        .await;
+    let running = WindmillJob::preview(
+        "import time\ndef main():\n    print('working', flush=True)\n    time.sleep(300)\n",
+    )
+    .push(&bed.db)
+    .await;
+    eventually(
+        "the first pod Pending and the second running",
+        LIMIT,
+        || async {
+            let log = logs(&bed.db, running).await;
+            (log.contains("working")
+                && logs(&bed.db, pending)
+                    .await
+                    .contains("waiting for capacity"))
+            .then_some(())
+        },
+    )
+    .await;
+    for id in [pending, running] {
+        sqlx::query(
+            "UPDATE v2_job_queue SET canceled_by = 'alice', canceled_reason = 'stop' WHERE id = $1",
+        )
+        .bind(id.0)
+        .execute(&bed.db.pool)
+        .await
+        .unwrap();
+    }
+    for id in [pending, running] {
+        let done = eventually("the cancel", LIMIT, || async {
+            completed(&bed.db, id).await
+        })
+        .await;
+        assert_eq!(
+            (done.status.as_str(), done.canceled_by.as_deref()),
+            ("canceled", Some("alice"))
+        );
+        eventually("the pods gone", LIMIT, || async {
+            bed.pods_of(id).await.is_empty().then_some(())
+        })
+        .await;
+    }
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windmill_timeout_cancels_the_job_as_timeout() {
+    let bed = Bed::new(&[]).await;
+    let id = WindmillJob::preview("import time\ndef main():\n    time.sleep(300)\n")
+        .timeout(3)
+        .push(&bed.db)
+        .await;
+    let done = eventually("the timeout", LIMIT, || async {
+        completed(&bed.db, id).await
+    })
+    .await;
+    assert_eq!(
+        (done.status.as_str(), done.canceled_by.as_deref()),
+        ("canceled", Some("timeout"))
+    );
+    eventually("the pods gone", LIMIT, || async {
+        bed.pods_of(id).await.is_empty().then_some(())
+    })
+    .await;
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_while_its_script_runs_fails_the_job_without_a_retry() {
+    let bed = Bed::new(&[]).await;
+    let id = WindmillJob::preview(
+        "import time\ndef main():\n    print('started', flush=True)\n    time.sleep(300)\n",
+    )
+    .push(&bed.db)
+    .await;
+    eventually("the script to start", LIMIT, || async {
+        logs(&bed.db, id).await.contains("started").then_some(())
+    })
+    .await;
+    for pod in bed.pods_of(id).await {
+        bed.pods()
+            .delete(&pod.metadata.name.unwrap(), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let done = bed.outcome(id).await;
+    assert_eq!(done.status, "failure");
+    let error = &done.result.unwrap()["error"];
+    assert_eq!(error["category"], "pod_lost", "{error}");
+    let attempts = bed
+        .jobs()
+        .list(&ListParams::default().labels(&format!("flext.dev/job-id={id},flext.dev/attempt=2")))
+        .await
+        .unwrap();
+    assert!(
+        attempts.items.is_empty(),
+        "no second attempt once user code ran"
+    );
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_jobs_at_once_through_one_worker_each_complete_once() {
+    let bed = Bed::new(&[("FLEXT__WORKER__CONCURRENCY", "50")]).await;
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        ids.push(
+            WindmillJob::preview("n=\"$1\"\necho \"$n\"\n")
+                .lang("bash")
+                .args(json!({"n": i}))
+                .push(&bed.db)
+                .await,
+        );
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let done = bed.outcome(*id).await;
+        assert_eq!(done.status, "success", "job {i}: {done:?}");
+        assert_eq!(done.result, Some(json!(i)));
+        assert!(queue_row(&bed.db, *id).await.is_none());
+    }
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_on_bun_gets_positional_args_in_signature_order() {
+    let bed = Bed::new(&[]).await;
+    let code = "export async function main(count: number, label: string = \"none\") {\n  console.log(\"bun says\", label);\n  return { next: count + 1, label };\n}\n";
+    let id = WindmillJob::preview(code)
+        .lang("bun")
+        .args(json!({"label": "ts", "count": 41}))
+        .push(&bed.db)
+        .await;
+    let done = bed.outcome(id).await;
+    assert_eq!(
+        done.status,
+        "success",
+        "{:?}\n{}",
+        done,
+        logs(&bed.db, id).await
+    );
+    assert_eq!(done.result, Some(json!({"next": 42, "label": "ts"})));
+    assert!(logs(&bed.db, id).await.contains("bun says ts"));
+    bed.stop().await;
+}

@@ -170,6 +170,9 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     /// When it was first started (set at claim).
     pub started_at: DateTime<Utc>,
+    /// Lines of the job's own output already in its Windmill log: non-zero when a worker that
+    /// stopped had run it, so that a resumed run does not log them twice.
+    pub prior_output_lines: usize,
 }
 
 impl Job {
@@ -203,6 +206,7 @@ impl Job {
             script_envs: Vec::new(),
             created_at: now,
             started_at: now,
+            prior_output_lines: 0,
         }
     }
 

@@ -262,6 +262,15 @@ impl LogSink {
     }
 }
 
+/// Prefix of the lines the worker itself writes into a job log.
+pub const NOTE_PREFIX: &str = "[flext-kubernetes] ";
+
+/// Lines of a job log that came from the job's own output (not the worker's notes).
+#[must_use]
+pub fn output_lines(log: &str) -> usize {
+    log.lines().filter(|l| !l.starts_with(NOTE_PREFIX)).count()
+}
+
 fn truncation_line(max: ByteSize) -> String {
     format!(
         "[flext-kubernetes] log truncated: this job's output passed {max} (logs.max_bytes in the worker config); \

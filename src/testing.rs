@@ -26,5 +26,6 @@ pub fn job() -> Job {
         script_envs: Vec::new(),
         created_at: Utc::now(),
         started_at: Utc::now(),
+        prior_output_lines: 0,
     }
 }

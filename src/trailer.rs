@@ -182,6 +182,12 @@ impl Decoder {
         Ok(true)
     }
 
+    /// Whether a whole trailer (begin to end) has been read.
+    #[must_use]
+    pub fn complete(&self) -> bool {
+        self.begin.is_some() && self.done
+    }
+
     /// The trailer, once complete.
     pub fn finish(&self) -> Result<Trailer, Error> {
         let Some((status, bytes, memory_peak_kib, duration_ms)) = self.begin else {

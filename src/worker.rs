@@ -28,6 +28,9 @@ use crate::queue::{Beat, FixUp, HandBack, HandBackResult, JobState, Queue, Worke
 
 /// How far back the startup sweep looks for fix-ups a stopped worker left undone.
 const STALE_FIX_UP_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// How long another worker's running job must have gone without a ping before this worker adopts
+/// its still-running work at start (Windmill's own monitor re-queues after 60 s).
+const ADOPT_AFTER_SILENCE: Duration = Duration::from_secs(30);
 /// How often pending fix-ups are tried.
 const FIX_UP_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -236,7 +239,10 @@ impl Worker {
         );
 
         let tracker = TaskTracker::new();
-        self.claim_loop(&stop_claiming, &abandon, &shared, &hub, &tracker)
+        let permits = Arc::new(Semaphore::new(settings.worker.concurrency));
+        self.adopt_running(&permits, &abandon, &shared, &hub, &tracker)
+            .await;
+        self.claim_loop(&permits, &stop_claiming, &abandon, &shared, &hub, &tracker)
             .await;
         tracker.close();
 
@@ -265,8 +271,88 @@ impl Worker {
         tracing::info!(worker = %self.name, jobs = shared.jobs_executed.load(Ordering::Relaxed), "worker stopped");
     }
 
+    /// Before claiming anything: takes back the jobs whose work still runs (this worker
+    /// restarted, or another one of the group stopped), and cleans up work whose Windmill job is
+    /// gone. A job is never started twice: its running attempt is followed, not recreated.
+    async fn adopt_running(
+        &self,
+        permits: &Arc<Semaphore>,
+        abandon: &CancellationToken,
+        shared: &Arc<Shared>,
+        hub: &LogHub,
+        tracker: &TaskTracker,
+    ) {
+        let found = match self.executor.running_jobs().await {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, "listing running work to adopt failed; Windmill re-queues what is left");
+                return;
+            }
+        };
+        for id in found {
+            match self.queue.adopt(&self.name, id, ADOPT_AFTER_SILENCE).await {
+                Ok(Some(job)) => {
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        return;
+                    };
+                    tracing::info!(job.id = %id, "adopting a job whose work is still running");
+                    self.start(job, permit, abandon, shared, hub, tracker);
+                }
+                Ok(None) => match self.queue.in_queue(id).await {
+                    Ok(false) => {
+                        tracing::info!(job.id = %id, "cleaning up work of a job Windmill no longer has");
+                        self.executor.cleanup(id).await;
+                    }
+                    Ok(true) => {
+                        tracing::debug!(job.id = %id, "running work belongs to a live worker");
+                    }
+                    Err(error) => tracing::warn!(%error, "looking up a job to adopt failed"),
+                },
+                Err(error) => {
+                    tracing::warn!(%error, job.id = %id, "adopting failed; Windmill re-queues it if it stays silent");
+                }
+            }
+        }
+    }
+
+    fn start(
+        &self,
+        job: Job,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        abandon: &CancellationToken,
+        shared: &Arc<Shared>,
+        hub: &LogHub,
+        tracker: &TaskTracker,
+    ) {
+        let running = Arc::new(Running {
+            workspace: job.workspace.clone(),
+            cancel: CancellationToken::new(),
+            stop: Mutex::new(None),
+            memory_peak_kib: AtomicI32::new(-1),
+        });
+        shared.running().insert(job.id, running.clone());
+        let span = tracing::info_span!(
+            "job",
+            job.id = %job.id,
+            windmill.workspace = %job.workspace,
+            windmill.tag = %job.tag,
+            windmill.kind = %job.kind,
+            outcome = field::Empty,
+        );
+        let this = self.clone();
+        let (shared, hub, abandon) = (shared.clone(), hub.clone(), abandon.clone());
+        tracker.spawn(
+            async move {
+                this.run_job(job, running, &shared, &hub, &abandon).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+
     async fn claim_loop(
         &self,
+        permits: &Arc<Semaphore>,
         stop: &CancellationToken,
         abandon: &CancellationToken,
         shared: &Arc<Shared>,
@@ -274,7 +360,6 @@ impl Worker {
         tracker: &TaskTracker,
     ) {
         let settings = &self.config.settings;
-        let permits = Arc::new(Semaphore::new(settings.worker.concurrency));
         let mut errors = retry_delays();
         loop {
             // Never claim what we cannot start: the permit comes first.
@@ -291,30 +376,7 @@ impl Worker {
             match self.queue.claim(&self.name, &settings.windmill.tags).await {
                 Ok(Some(job)) => {
                     errors = retry_delays();
-                    let running = Arc::new(Running {
-                        workspace: job.workspace.clone(),
-                        cancel: CancellationToken::new(),
-                        stop: Mutex::new(None),
-                        memory_peak_kib: AtomicI32::new(-1),
-                    });
-                    shared.running().insert(job.id, running.clone());
-                    let span = tracing::info_span!(
-                        "job",
-                        job.id = %job.id,
-                        windmill.workspace = %job.workspace,
-                        windmill.tag = %job.tag,
-                        windmill.kind = %job.kind,
-                        outcome = field::Empty,
-                    );
-                    let this = self.clone();
-                    let (shared, hub, abandon) = (shared.clone(), hub.clone(), abandon.clone());
-                    tracker.spawn(
-                        async move {
-                            this.run_job(job, running, &shared, &hub, &abandon).await;
-                            drop(permit);
-                        }
-                        .instrument(span),
-                    );
+                    self.start(job, permit, abandon, shared, hub, tracker);
                 }
                 Ok(None) => {
                     drop(permit);

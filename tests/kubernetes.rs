@@ -42,6 +42,22 @@ async fn client() -> Client {
         .expect("a client for the test bed (is `scripts/testbed up` running?)")
 }
 
+/// Settings every test worker gets, as `FLEXT__` overrides.
+fn bed_settings(namespace: &str) -> Vec<(String, String)> {
+    [
+        ("FLEXT__CLUSTER__NAMESPACE", namespace),
+        ("FLEXT__JOB_TEMPLATE__IMAGE", "flext-kubernetes:dev"),
+        ("FLEXT__RESOURCES__DEFAULT_CPU", "10m"),
+        ("FLEXT__RESOURCES__DEFAULT_MEMORY", "256Mi"),
+        ("FLEXT__RESOURCES__DEFAULT_STORAGE", "1Gi"),
+        ("FLEXT__EXECUTOR__IMAGE_PULL_GRACE", "3s"),
+        ("FLEXT__EXECUTOR__PENDING_BUDGET", "4s"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
+}
+
 impl Bed {
     async fn new(extra: &[(&str, &str)]) -> Self {
         let db = TestDb::new().await;
@@ -53,15 +69,9 @@ impl Bed {
             .create(&PostParams::default(), &ns)
             .await
             .expect("create the test namespace");
-        let mut settings: Vec<(&str, &str)> = vec![
-            ("FLEXT__CLUSTER__NAMESPACE", &namespace),
-            ("FLEXT__JOB_TEMPLATE__IMAGE", "flext-kubernetes:dev"),
-            ("FLEXT__RESOURCES__DEFAULT_CPU", "10m"),
-            ("FLEXT__RESOURCES__DEFAULT_MEMORY", "256Mi"),
-            ("FLEXT__RESOURCES__DEFAULT_STORAGE", "1Gi"),
-            ("FLEXT__EXECUTOR__IMAGE_PULL_GRACE", "3s"),
-            ("FLEXT__EXECUTOR__PENDING_BUDGET", "4s"),
-        ];
+        let base = bed_settings(&namespace);
+        let mut settings: Vec<(&str, &str)> =
+            base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         settings.extend_from_slice(extra);
         let config = common::config(&settings);
         let executor = KubernetesExecutor::connect(Arc::new(config.clone()))
@@ -414,5 +424,158 @@ async fn typescript_on_bun_gets_positional_args_in_signature_order() {
     );
     assert_eq!(done.result, Some(json!({"next": 42, "label": "ts"})));
     assert!(logs(&bed.db, id).await.contains("bun says ts"));
+    bed.stop().await;
+}
+
+/// The node a job's pod was bound to, read while the script runs.
+async fn node_of(bed: &Bed, id: flext_kubernetes::domain::JobId) -> String {
+    eventually("the pod to be bound", LIMIT, || async {
+        bed.pods_of(id)
+            .await
+            .into_iter()
+            .find_map(|p| p.spec.and_then(|s| s.node_name))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_script_runs_only_on_a_node_with_gpus_and_waits_when_none_fits() {
+    let bed = Bed::new(&[("FLEXT__EXECUTOR__PENDING_BUDGET", "10m")]).await;
+    let sleepy = "import time\ndef main():\n    time.sleep(3)\n    return 'done'\n";
+    let gpu = WindmillJob::preview(&format!(
+        "# k8s: gpu=1 toleration=nvidia.com/gpu:NoSchedule\n{sleepy}"
+    ))
+    .push(&bed.db)
+    .await;
+    let general = WindmillJob::preview(&format!(
+        "# k8s: node_selector=flext.dev/pool:general\n{sleepy}"
+    ))
+    .push(&bed.db)
+    .await;
+    let too_many = WindmillJob::preview(&format!(
+        "# k8s: gpu=3 toleration=nvidia.com/gpu:NoSchedule\n{sleepy}"
+    ))
+    .push(&bed.db)
+    .await;
+    assert_eq!(node_of(&bed, gpu).await, "gpu-1");
+    assert_eq!(
+        node_of(&bed, general).await,
+        "node-1",
+        "the node selector took effect"
+    );
+    assert_eq!(bed.outcome(gpu).await.status, "success");
+    let waiting = eventually("the wait to be logged", LIMIT, || async {
+        let log = logs(&bed.db, too_many).await;
+        log.contains("waiting for capacity").then_some(log)
+    })
+    .await;
+    assert!(
+        waiting.contains("nvidia.com/gpu"),
+        "the scheduler's reason is quoted:\n{waiting}"
+    );
+    assert!(
+        completed(&bed.db, too_many).await.is_none(),
+        "waiting for capacity is not a failure"
+    );
+    sqlx::query(
+        "UPDATE v2_job_queue SET canceled_by = 'test', canceled_reason = 'done' WHERE id = $1",
+    )
+    .bind(too_many.0)
+    .execute(&bed.db.pool)
+    .await
+    .unwrap();
+    eventually("the cancel", LIMIT, || async {
+        completed(&bed.db, too_many).await
+    })
+    .await;
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hint_beyond_the_limits_fails_the_job_and_creates_nothing() {
+    let bed = Bed::new(&[("FLEXT__LIMITS__MAX_MEMORY", "2Gi")]).await;
+    let id = WindmillJob::preview("# k8s: memory=64Gi\ndef main():\n    return 1\n")
+        .push(&bed.db)
+        .await;
+    let done = bed.outcome(id).await;
+    assert_eq!(done.status, "failure");
+    let error = &done.result.unwrap()["error"];
+    assert_eq!(error["name"], "HintRejected", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("64Gi")
+            && message.contains("2Gi")
+            && message.contains("limits.max_memory"),
+        "{message}"
+    );
+    assert!(
+        bed.jobs()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "no Job was created"
+    );
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(bed.client.clone(), &bed.namespace);
+    let ours = config_maps
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=flext-kubernetes"))
+        .await
+        .unwrap();
+    assert!(ours.items.is_empty(), "no ConfigMap was created");
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_run_adopts_the_job_after_restart_and_it_completes_once() {
+    let mut bed = Bed::new(&[]).await;
+    // This test drives the real binary instead of the in-process worker.
+    if let Some(worker) = bed.worker.take() {
+        worker.abandon();
+        worker.wait().await;
+    }
+    let code = "import time\ndef main():\n    for i in range(12):\n        print(f'tick {i}', flush=True)\n        time.sleep(0.5)\n    return 'finished'\n";
+    let id = WindmillJob::preview(code).push(&bed.db).await;
+    let spawn = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_flext-kubernetes"));
+        command
+            .arg("run")
+            .env("FLEXT_DATABASE_URL", &bed.db.url)
+            .env("FLEXT__WORKER__NAME", "wk-restarted")
+            .env("FLEXT__WORKER__HEARTBEAT_INTERVAL", "500ms")
+            .env("FLEXT__WORKER__POLL_INTERVAL", "50ms")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in bed_settings(&bed.namespace) {
+            command.env(k, v);
+        }
+        command.spawn().unwrap()
+    };
+    let mut first = spawn();
+    eventually("a few ticks", LIMIT, || async {
+        logs(&bed.db, id).await.contains("tick 3").then_some(())
+    })
+    .await;
+    first.kill().unwrap(); // SIGKILL: no hand-back, no cleanup
+    first.wait().unwrap();
+    let mut second = spawn();
+    let done = bed.outcome(id).await;
+    assert_eq!(done.status, "success", "{done:?}");
+    assert_eq!(done.result, Some(json!("finished")));
+    let log = logs(&bed.db, id).await;
+    for i in 0..12 {
+        assert_eq!(
+            log.matches(&format!("tick {i}\n")).count(),
+            1,
+            "tick {i} logged exactly once:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("running the script again"),
+        "the running attempt was adopted, not restarted:\n{log}"
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
     bed.stop().await;
 }

@@ -120,6 +120,22 @@ impl Executor {
         }
     }
 
+    /// Jobs whose work is still running in the executor (Kubernetes Jobs of this worker group).
+    pub async fn running_jobs(&self) -> Result<Vec<crate::domain::JobId>, String> {
+        match self {
+            Self::InProcess(_) => Ok(Vec::new()),
+            Self::Kubernetes(e) => e.running_jobs().await.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Removes the work of a job Windmill no longer has.
+    pub async fn cleanup(&self, id: crate::domain::JobId) {
+        match self {
+            Self::InProcess(_) => {}
+            Self::Kubernetes(e) => e.delete_all(id).await,
+        }
+    }
+
     /// Called after the hand-back committed: the executor may now remove what it created.
     pub async fn finished(&self, job: &Job) {
         match self {

@@ -234,6 +234,23 @@ impl Queue {
         }
     }
 
+    /// Takes over a running job whose work this worker found still going (after a restart), if
+    /// its row is ours or its worker stopped pinging for `stale`.
+    pub async fn adopt(&self, worker: &str, id: JobId, stale: Duration) -> Result<Option<Job>> {
+        match self {
+            Self::Postgres(q) => q.adopt(worker, id, stale).await,
+            Self::Memory(_) => Ok(None),
+        }
+    }
+
+    /// Whether Windmill still has the job in its queue.
+    pub async fn in_queue(&self, id: JobId) -> Result<bool> {
+        match self {
+            Self::Postgres(q) => q.in_queue(id).await,
+            Self::Memory(q) => Ok(q.running().contains(&id)),
+        }
+    }
+
     /// Refreshes the ping of `beats` and reports each job's state, in the order given.
     pub async fn heartbeat(&self, worker: &str, beats: &[Beat]) -> Result<Vec<(JobId, JobState)>> {
         match self {

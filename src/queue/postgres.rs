@@ -13,7 +13,14 @@ use super::{Beat, Error, FixUp, HandBack, HandBackResult, JobState, LogChunk, Re
 use crate::config::{Secret, redact_url};
 use crate::domain::{Cancellation, FlowStep, Job, JobId, JobKind, Language, Outcome};
 
-const CLAIM: &str = include_str!("sql/claim.sql");
+const CLAIM: &str = concat!(
+    include_str!("sql/claim.sql"),
+    include_str!("sql/job_projection.sql")
+);
+const ADOPT: &str = concat!(
+    include_str!("sql/adopt.sql"),
+    include_str!("sql/job_projection.sql")
+);
 const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
 const TIMEOUT: &str = include_str!("sql/timeout.sql");
 const APPEND_LOGS: &str = include_str!("sql/append_logs.sql");
@@ -24,7 +31,10 @@ const REQUEUE_FOR_FINALIZE: &str = include_str!("sql/requeue_for_finalize.sql");
 const FIX_UP: &str = include_str!("sql/fix_up.sql");
 const PENDING_FIX_UPS: &str = include_str!("sql/pending_fix_ups.sql");
 const REGISTER: &str = include_str!("sql/register.sql");
-const LOAD_JOB: &str = include_str!("sql/load_job.sql");
+const LOAD_JOB: &str = concat!(
+    include_str!("sql/load_job.sql"),
+    include_str!("sql/job_projection.sql")
+);
 
 /// Windmill's queue in Postgres.
 #[derive(Debug, Clone)]
@@ -83,6 +93,30 @@ impl PgQueue {
             .await
             .map_err(Error::db("claiming a job"))?;
         row.map(|row| job_from_row(&row)).transpose()
+    }
+
+    pub(super) async fn adopt(
+        &self,
+        worker: &str,
+        id: JobId,
+        stale: Duration,
+    ) -> Result<Option<Job>> {
+        let row = sqlx::query(ADOPT)
+            .bind(worker)
+            .bind(id.0)
+            .bind(stale.as_secs_f64())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::db("adopting a running job"))?;
+        row.map(|row| job_from_row(&row)).transpose()
+    }
+
+    pub(super) async fn in_queue(&self, id: JobId) -> Result<bool> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM v2_job_queue WHERE id = $1)")
+            .bind(id.0)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(Error::db("looking up a job"))
     }
 
     /// A queued or running job's details, without claiming it.
@@ -297,6 +331,7 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
     let parent: Option<Uuid> = get(row, "parent_job")?;
     let language: Option<String> = get(row, "language")?;
     let args: Option<Value> = get(row, "args")?;
+    let prior_logs: Option<String> = get(row, "prior_logs")?;
     Ok(Job {
         id,
         workspace: get(row, "workspace_id")?,
@@ -328,5 +363,6 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
         script_envs: get(row, "envs")?,
         created_at: get(row, "created_at")?,
         started_at: started_at.unwrap_or_else(Utc::now),
+        prior_output_lines: prior_logs.as_deref().map_or(0, crate::logs::output_lines),
     })
 }

@@ -192,7 +192,9 @@ impl KubernetesExecutor {
         let id = job.id.to_string();
         let waker = self.inner.watch.waker(&id);
         let mut last_reason = String::new();
-        for attempt in 1..=budget.saturating_add(1) {
+        // A restarted worker follows the attempt that is already running instead of starting one.
+        let first = self.latest_attempt(job).await.unwrap_or(1);
+        for attempt in first..=budget.saturating_add(1).max(first) {
             let nonce = uuid::Uuid::new_v4().simple().to_string();
             let result = self
                 .attempt(job, attempt, &pod, &args, &nonce, &cancel, logs, &waker)
@@ -236,7 +238,63 @@ impl KubernetesExecutor {
 
     /// Deletes every object of a job (after the hand-back; TTL is the backstop).
     pub async fn finished(&self, job: &Job) {
+        self.delete_all(job.id).await;
+    }
+
+    /// The Windmill jobs whose Kubernetes Jobs exist in this worker group.
+    pub async fn running_jobs(&self) -> Result<Vec<crate::domain::JobId>, kube::Error> {
+        self.inner.limiter.acquire().await;
+        let jobs = self
+            .inner
+            .jobs
+            .list(
+                &ListParams::default().labels(&render::group_selector(&self.inner.config.settings)),
+            )
+            .await?;
+        let mut ids: Vec<crate::domain::JobId> = jobs
+            .items
+            .iter()
+            .filter_map(|j| {
+                j.metadata
+                    .labels
+                    .as_ref()?
+                    .get(render::LABEL_JOB_ID)?
+                    .parse()
+                    .ok()
+            })
+            .map(crate::domain::JobId)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// The newest attempt that exists for a job, if any.
+    async fn latest_attempt(&self, job: &Job) -> Option<u32> {
+        self.inner.limiter.acquire().await;
         let selector = format!("{}={}", render::LABEL_JOB_ID, job.id);
+        let jobs = self
+            .inner
+            .jobs
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?;
+        jobs.items
+            .iter()
+            .filter_map(|j| {
+                j.metadata
+                    .labels
+                    .as_ref()?
+                    .get(render::LABEL_ATTEMPT)?
+                    .parse()
+                    .ok()
+            })
+            .max()
+    }
+
+    /// Deletes every Kubernetes object of a job.
+    pub async fn delete_all(&self, id: crate::domain::JobId) {
+        let selector = format!("{}={}", render::LABEL_JOB_ID, id);
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
             ..DeleteParams::default()
@@ -298,9 +356,19 @@ impl KubernetesExecutor {
             base_url: self.inner.config.windmill_url.as_deref(),
         };
         let objects = render::render(job, &cx);
+        let mut follower = LogFollower::default();
         let nonce = match self.create(&objects, cancel, logs).await {
-            Created::Fresh => nonce.to_owned(),
-            Created::Adopted(existing) => existing,
+            Created::Fresh => {
+                if job.prior_output_lines > 0 {
+                    logs.note("running the script again: the output above is from an earlier run that did not finish");
+                }
+                nonce.to_owned()
+            }
+            Created::Adopted(existing) => {
+                // The output of this pod that a stopped worker already logged is not repeated.
+                follower.skip = job.prior_output_lines;
+                existing
+            }
             Created::Canceled => return Attempt::Done(canceled(started)),
             Created::Failed(failure) => {
                 return Attempt::Done(Completion {
@@ -313,7 +381,6 @@ impl KubernetesExecutor {
         let id = job.id.to_string();
         let memory_limit = pod_settings.memory.value.limit.to_string();
         let mut decoder = trailer::Decoder::new(&nonce, settings.executor.max_result_bytes.0);
-        let mut follower = LogFollower::default();
         let mut last_note = String::new();
         let mut pending_since: Option<Instant> = None;
         let mut pulling_since: Option<Instant> = None;
@@ -415,9 +482,23 @@ impl KubernetesExecutor {
                         reason,
                         message,
                     } => {
-                        // Everything the container printed, then the verdict.
-                        self.read_to_end(pod, stream.take(), &mut follower, &mut decoder, logs)
-                            .await;
+                        // Everything the container printed, then the verdict. A clean exit
+                        // always printed a trailer: wait longer for it than after a crash, and
+                        // not at all after an OOM kill (the runner died with the script).
+                        let patience = match (exit_code, reason.as_str()) {
+                            (_, "OOMKilled") => Duration::ZERO,
+                            (0, _) => Duration::from_secs(30),
+                            _ => Duration::from_secs(5),
+                        };
+                        self.read_to_end(
+                            pod,
+                            stream.take(),
+                            &mut follower,
+                            &mut decoder,
+                            logs,
+                            patience,
+                        )
+                        .await;
                         let trailer = decoder.finish();
                         let duration = trailer
                             .as_ref()
@@ -478,8 +559,15 @@ impl KubernetesExecutor {
                     }
                     PodState::Disrupted { reason, message } => {
                         if started_user_code {
-                            self.read_to_end(pod, stream.take(), &mut follower, &mut decoder, logs)
-                                .await;
+                            self.read_to_end(
+                                pod,
+                                stream.take(),
+                                &mut follower,
+                                &mut decoder,
+                                logs,
+                                Duration::ZERO,
+                            )
+                            .await;
                             return Attempt::Done(failure(
                                 started,
                                 FailureCategory::PodLost,
@@ -664,31 +752,33 @@ impl KubernetesExecutor {
         follower: &mut LogFollower,
         decoder: &mut trailer::Decoder,
         logs: &LogSink,
+        patience: Duration,
     ) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + patience;
         if let Some(mut stream) = stream {
             while let Ok(Some(Ok(line))) = tokio::time::timeout_at(deadline, stream.next()).await {
                 follower.accept(&line, decoder, logs);
             }
         }
-        for _ in 0..3 {
-            let Some(mut stream) = self.open_log(pod, follower, false).await else {
-                continue;
-            };
-            let mut complete = false;
-            loop {
-                match tokio::time::timeout_at(deadline, stream.next()).await {
-                    Ok(Some(Ok(line))) => follower.accept(&line, decoder, logs),
-                    Ok(None) => {
-                        complete = true;
-                        break;
-                    }
-                    Ok(Some(Err(_))) | Err(_) => break,
+        // The runner prints the trailer before it exits, so a complete read holds it; the API
+        // may still fail under load, or the node may lag in serving the last lines: read again
+        // (from the last line seen) until the trailer is complete or the deadline passes.
+        let mut pause = Duration::from_millis(100);
+        let mut reads = 0;
+        while !decoder.complete() && (reads == 0 || tokio::time::Instant::now() < deadline) {
+            reads += 1;
+            if let Some(mut stream) = self.open_log(pod, follower, false).await {
+                while let Ok(Some(Ok(line))) =
+                    tokio::time::timeout_at(deadline, stream.next()).await
+                {
+                    follower.accept(&line, decoder, logs);
                 }
             }
-            if complete {
-                return;
+            if decoder.complete() {
+                break;
             }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
         }
     }
 }
@@ -712,6 +802,8 @@ struct LogFollower {
     /// Lines per timestamp in the current read.
     current: std::collections::HashMap<chrono::DateTime<chrono::Utc>, usize>,
     newest: Option<chrono::DateTime<chrono::Utc>>,
+    /// Output lines to pass over: already logged by a worker that stopped.
+    skip: usize,
 }
 
 impl LogFollower {
@@ -754,6 +846,7 @@ impl LogFollower {
         }
         match decoder.push(text) {
             Ok(true) => {}
+            Ok(false) if self.skip > 0 => self.skip -= 1,
             Ok(false) => logs.line(text.as_bytes()),
             Err(error) => logs.note(&format!("result trailer: {error}")),
         }
@@ -894,5 +987,60 @@ fn expand_home(path: &std::path::Path) -> PathBuf {
         Ok(rest) => std::env::var_os("HOME")
             .map_or_else(|| path.to_owned(), |home| PathBuf::from(home).join(rest)),
         Err(_) => path.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LogSettings;
+    use crate::domain::JobId;
+    use crate::logs::LogHub;
+    use crate::queue::{MemoryQueue, Queue};
+
+    #[tokio::test]
+    async fn a_resumed_log_read_neither_repeats_nor_loses_lines() {
+        let memory = MemoryQueue::new();
+        let hub = LogHub::new(Queue::Memory(memory.clone()), LogSettings::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(hub.clone().run(stop.clone()));
+        let id = JobId::new_v4();
+        let sink = hub.sink(id, "ws");
+        let mut decoder = trailer::Decoder::new("n", 1 << 20);
+        let mut follower = LogFollower::default();
+        let at = |t: &str, text: &str| format!("2026-01-01T00:00:{t}Z {text}\n").into_bytes();
+
+        follower.begin_read();
+        for line in [
+            at("00.5", "zero"),
+            at("01.1", "a"),
+            at("01.2", "b"),
+            at("01.2", "b again"),
+        ] {
+            follower.accept(&line, &mut decoder, &sink);
+        }
+        // The stream broke; sinceTime has second precision, so the server repeats second 01.
+        assert_eq!(follower.resume_from().map(|t| t.timestamp() % 60), Some(1));
+        follower.begin_read();
+        for line in [
+            at("01.1", "a"),
+            at("01.2", "b"),
+            at("01.2", "b again"),
+            at("01.2", "b third"),
+            at("02.0", "c"),
+        ] {
+            follower.accept(&line, &mut decoder, &sink);
+        }
+        // The trailer is not user output.
+        for line in
+            trailer::encode("n", trailer::Status::Ok, &serde_json::json!(7), None, 1).lines()
+        {
+            follower.accept(&at("02.5", line), &mut decoder, &sink);
+        }
+        sink.flush().await;
+        assert_eq!(memory.log(id), "zero\na\nb\nb again\nb third\nc\n");
+        assert_eq!(decoder.finish().unwrap().payload, serde_json::json!(7));
+        stop.cancel();
+        task.await.unwrap();
     }
 }

@@ -603,3 +603,107 @@ pub fn to_yaml(objects: &Objects) -> Result<String, serde_yaml_ng::Error> {
         serde_yaml_ng::to_string(&objects.job)?
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn rendered(code: &str, nonce: &str) -> (Objects, String) {
+        let config = Config::from_yaml("", &std::collections::BTreeMap::new()).unwrap();
+        let mut job = crate::testing::job();
+        job.id = crate::domain::JobId(uuid::Uuid::from_u128(0x1234));
+        job.code = Some(code.into());
+        job.args = json!({"x": 1, "b": [1, 2]});
+        let pod = hints::resolve(
+            &config.settings,
+            &job.tag,
+            "python3",
+            code,
+            hints::WindmillFields::default(),
+        )
+        .unwrap();
+        let args = job.args_object().unwrap();
+        let cx = Context {
+            settings: &config.settings,
+            pod: &pod,
+            attempt: 2,
+            nonce,
+            args: &args,
+            token: Some("tok"),
+            base_url: None,
+        };
+        let objects = render(&job, &cx);
+        let yaml = to_yaml(&objects).unwrap();
+        (objects, yaml)
+    }
+
+    #[test]
+    fn the_same_job_renders_byte_identical_objects() {
+        let (_, first) = rendered("def main(x, b):\n    return x\n", "n1");
+        let (_, second) = rendered("def main(x, b):\n    return x\n", "n1");
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn pods_are_locked_down_by_default() {
+        let (objects, _) = rendered("# k8s: memory=512Mi\ndef main(x, b):\n    return x\n", "n");
+        let job = objects.job.spec.unwrap();
+        assert_eq!(job.backoff_limit, Some(0));
+        assert_eq!(job.active_deadline_seconds, Some(900 + 60));
+        assert!(job.ttl_seconds_after_finished.is_some());
+        let pod = job.template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let security = pod.security_context.unwrap();
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(security.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        for container in pod.init_containers.unwrap().iter().chain(&pod.containers) {
+            let sc = container.security_context.as_ref().unwrap();
+            assert_eq!(
+                sc.allow_privilege_escalation,
+                Some(false),
+                "{}",
+                container.name
+            );
+        }
+        let main = &pod.containers[0];
+        assert_eq!(
+            main.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
+            "512Mi"
+        );
+        assert_eq!(main.image.as_deref(), Some("python:3.12-slim"));
+        // Secrets stay in the Secret: the token reaches the pod by reference, never by value.
+        let env = main.env.as_ref().unwrap();
+        let token = env.iter().find(|e| e.name == "WM_TOKEN").unwrap();
+        assert!(token.value.is_none() && token.value_from.is_some());
+        let secret = objects.secret.data.unwrap();
+        assert_eq!(secret["args.json"].0, br#"{"b":[1,2],"x":1}"#);
+        assert_eq!(objects.secret.immutable, Some(true));
+    }
+
+    #[test]
+    fn every_object_carries_the_names_and_labels_that_find_it_again() {
+        let (objects, _) = rendered("def main(x, b):\n    return x\n", "n");
+        let name = objects.job.metadata.name.clone().unwrap();
+        assert!(name.starts_with("wm-") && name.ends_with("-2"), "{name}");
+        for meta in [
+            &objects.job.metadata,
+            &objects.config_map.metadata,
+            &objects.secret.metadata,
+        ] {
+            let labels = meta.labels.as_ref().unwrap();
+            assert_eq!(labels[LABEL_MANAGED_BY], MANAGER);
+            assert_eq!(labels[LABEL_ATTEMPT], "2");
+            assert_eq!(meta.name.as_ref(), Some(&name));
+        }
+        let data = objects.config_map.data.unwrap();
+        assert!(
+            data.contains_key("main.py")
+                && data.contains_key("wrapper.py")
+                && data.contains_key("job.json")
+        );
+    }
+}

@@ -43,30 +43,3 @@ flow_marked AS (
       AND j.flow_step IS NOT NULL
       AND s.flow_status #>> ARRAY['modules', j.flow_step::text, 'type'] = 'WaitingForExecutor'
 )
-SELECT
-    c.id,
-    c.started_at,
-    j.workspace_id,
-    j.kind::text AS kind,
-    j.tag,
-    coalesce(j.script_lang, s.language)::text AS language,
-    CASE j.kind WHEN 'script' THEN s.content WHEN 'flowscript' THEN n.code ELSE j.raw_code END AS code,
-    CASE j.kind WHEN 'script' THEN s.lock WHEN 'flowscript' THEN n.lock ELSE j.raw_lock END AS lock,
-    j.runnable_path,
-    j.script_entrypoint_override,
-    j.args,
-    j.timeout,
-    j.priority,
-    j.parent_job,
-    j.root_job,
-    j.flow_step,
-    j.flow_step_id,
-    j.permissioned_as,
-    j.permissioned_as_email,
-    j.created_by,
-    j.created_at,
-    coalesce(s.envs, ARRAY[]::varchar[])::text[] AS envs
-FROM claimed c
-JOIN v2_job j ON j.id = c.id
-LEFT JOIN script s ON j.kind = 'script' AND s.workspace_id = j.workspace_id AND s.hash = j.runnable_id
-LEFT JOIN flow_node n ON j.kind = 'flowscript' AND n.id = j.runnable_id

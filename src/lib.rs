@@ -13,6 +13,7 @@
 //!   two-phase shutdown.
 //! - [`runner`]: the in-pod runner (`flext-kubernetes runner`) and the language wrappers.
 //! - [`trailer`]: the nonce-framed result the runner prints and the worker reads from the pod log.
+//! - [`windmill_api`]: Windmill's HTTP API — job tokens, `$var:`/`$res:` arguments.
 //! - [`telemetry`]: process logs and host figures.
 //! - [`cli`]: the `check` and `run` commands (`main.rs` is glue only).
 
@@ -26,6 +27,7 @@ pub mod queue;
 pub mod runner;
 pub mod telemetry;
 pub mod trailer;
+pub mod windmill_api;
 pub mod worker;
 
 #[cfg(test)]

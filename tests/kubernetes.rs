@@ -8,123 +8,13 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::stock::StockWorker;
-use common::{TestDb, WindmillJob, completed, eventually, logs, queue_row};
+use common::bed::{Bed, LIMIT, bed_settings};
+use common::{WindmillJob, completed, eventually, logs, queue_row};
 use flext_kubernetes::executor::{Executor, KubernetesExecutor};
-use flext_kubernetes::worker::WorkerHandle;
-use k8s_openapi::api::batch::v1::Job as KubeJob;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
-
-const LIMIT: Duration = Duration::from_secs(90);
-
-/// One test's world: its own database, namespace, worker and stock-worker double.
-struct Bed {
-    db: TestDb,
-    client: Client,
-    namespace: String,
-    worker: Option<WorkerHandle>,
-    stock_stop: CancellationToken,
-}
-
-async fn client() -> Client {
-    assert!(
-        std::env::var_os("KUBECONFIG").is_some(),
-        "KUBECONFIG is not set: run the tests with scripts/test, or `scripts/testbed up && eval \"$(scripts/testbed env)\"`"
-    );
-    Client::try_default()
-        .await
-        .expect("a client for the test bed (is `scripts/testbed up` running?)")
-}
-
-/// Settings every test worker gets, as `FLEXT__` overrides.
-fn bed_settings(namespace: &str) -> Vec<(String, String)> {
-    [
-        ("FLEXT__CLUSTER__NAMESPACE", namespace),
-        ("FLEXT__JOB_TEMPLATE__IMAGE", "flext-kubernetes:dev"),
-        ("FLEXT__RESOURCES__DEFAULT_CPU", "10m"),
-        ("FLEXT__RESOURCES__DEFAULT_MEMORY", "256Mi"),
-        ("FLEXT__RESOURCES__DEFAULT_STORAGE", "1Gi"),
-        ("FLEXT__EXECUTOR__IMAGE_PULL_GRACE", "3s"),
-        ("FLEXT__EXECUTOR__PENDING_BUDGET", "4s"),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect()
-}
-
-impl Bed {
-    async fn new(extra: &[(&str, &str)]) -> Self {
-        let db = TestDb::new().await;
-        let client = client().await;
-        let namespace = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let ns: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("create the test namespace");
-        let base = bed_settings(&namespace);
-        let mut settings: Vec<(&str, &str)> =
-            base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        settings.extend_from_slice(extra);
-        let config = common::config(&settings);
-        let executor = KubernetesExecutor::connect(Arc::new(config.clone()))
-            .await
-            .expect("the executor connects to the bed");
-        let worker = common::start_worker(&db, config, Executor::Kubernetes(executor));
-        let stock_stop = CancellationToken::new();
-        StockWorker::new(&db.pool).spawn(stock_stop.clone());
-        Self {
-            db,
-            client,
-            namespace,
-            worker: Some(worker),
-            stock_stop,
-        }
-    }
-
-    fn jobs(&self) -> Api<KubeJob> {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-
-    fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-
-    async fn pods_of(&self, id: flext_kubernetes::domain::JobId) -> Vec<Pod> {
-        self.pods()
-            .list(&ListParams::default().labels(&format!("flext.dev/job-id={id}")))
-            .await
-            .unwrap()
-            .items
-    }
-
-    /// Waits for the job to complete in Windmill (and its fix-up when `fixed` holds).
-    async fn outcome(&self, id: flext_kubernetes::domain::JobId) -> common::Completed {
-        eventually("the job to complete in Windmill", LIMIT, || async {
-            completed(&self.db, id)
-                .await
-                .filter(|c| c.worker.as_deref() != Some("wk-default-stock"))
-        })
-        .await
-    }
-
-    async fn stop(mut self) {
-        if let Some(worker) = self.worker.take() {
-            worker.shutdown().await;
-        }
-        self.stock_stop.cancel();
-        let _ = Api::<Namespace>::all(self.client.clone())
-            .delete(&self.namespace, &DeleteParams::default())
-            .await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_job_with_args_returns_its_result_and_complete_logs() {
@@ -385,9 +275,9 @@ async fn a_pod_deleted_while_its_script_runs_fails_the_job_without_a_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_jobs_at_once_through_one_worker_each_complete_once() {
-    let bed = Bed::new(&[("FLEXT__WORKER__CONCURRENCY", "50")]).await;
+    let bed = Bed::new(&[("FLEXT__WORKER__CONCURRENCY", "100")]).await;
     let mut ids = Vec::new();
-    for i in 0..50 {
+    for i in 0..100 {
         ids.push(
             WindmillJob::preview("n=\"$1\"\necho \"$n\"\n")
                 .lang("bash")
@@ -577,5 +467,105 @@ async fn a_worker_killed_mid_run_adopts_the_job_after_restart_and_it_completes_o
     );
     second.kill().unwrap();
     second.wait().unwrap();
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn var_and_res_args_are_resolved_with_a_job_token_that_is_deleted_afterwards() {
+    let windmill = common::windmill_api::FakeWindmill::start(
+        json!({"u/alice/password": "s3cr3t"}),
+        json!({"u/alice/db": {"host": "db.internal", "port": 5432}}),
+    )
+    .await;
+    let bed = Bed::new(&[]).await;
+    let mut bed = bed;
+    if let Some(worker) = bed.worker.take() {
+        worker.shutdown().await;
+    }
+    // A worker that knows Windmill's API.
+    let base = bed_settings(&bed.namespace);
+    let settings: Vec<(&str, &str)> = base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut config = common::config(&settings);
+    config.windmill_url = Some(windmill.url.clone());
+    config.windmill_token = Some(flext_kubernetes::config::Secret::new(
+        common::windmill_api::SUPERADMIN_TOKEN,
+    ));
+    let executor = KubernetesExecutor::connect(Arc::new(config.clone()))
+        .await
+        .unwrap();
+    bed.worker = Some(common::start_worker(
+        &bed.db,
+        config,
+        Executor::Kubernetes(executor),
+    ));
+
+    let code = "import os\ndef main(password, db, plain):\n    return {'password_len': len(password), 'host': db['host'], 'plain': plain, 'token': bool(os.environ.get('WM_TOKEN'))}\n";
+    let id = WindmillJob::preview(code)
+        .args(
+            json!({"password": "$var:u/alice/password", "db": "$res:u/alice/db", "plain": "as is"}),
+        )
+        .push(&bed.db)
+        .await;
+    let done = bed.outcome(id).await;
+    assert_eq!(
+        done.status,
+        "success",
+        "{done:?}\n{}",
+        logs(&bed.db, id).await
+    );
+    assert_eq!(
+        done.result,
+        Some(json!({"password_len": 6, "host": "db.internal", "plain": "as is", "token": true}))
+    );
+    let log = logs(&bed.db, id).await;
+    assert!(
+        !log.contains("s3cr3t"),
+        "resolved secrets never reach the log"
+    );
+    {
+        let seen = windmill.seen.lock().unwrap();
+        assert_eq!(seen.minted.len(), 1, "one token for the job");
+        let (token, request) = seen.minted.iter().next().unwrap();
+        assert_eq!(request["impersonate_email"], "alice@example.com");
+        assert_eq!(request["workspace_id"], "demo");
+        assert!(
+            seen.reads.iter().all(|(_, used)| used == token),
+            "values are read as the job's user"
+        );
+        assert_eq!(
+            seen.deleted,
+            vec![token[..10].to_owned()],
+            "the token is deleted after the job"
+        );
+    }
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn var_args_without_windmill_api_settings_fail_saying_what_to_configure() {
+    let bed = Bed::new(&[]).await;
+    let id = WindmillJob::preview("def main(password):\n    return 1\n")
+        .args(json!({"password": "$var:u/alice/password"}))
+        .push(&bed.db)
+        .await;
+    let done = bed.outcome(id).await;
+    assert_eq!(done.status, "failure");
+    let message = done.result.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("FLEXT_WINDMILL_URL") && message.contains("password"),
+        "{message}"
+    );
+    assert!(
+        bed.jobs()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing was created"
+    );
     bed.stop().await;
 }

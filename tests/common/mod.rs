@@ -3,7 +3,9 @@
 //! double.
 #![allow(dead_code, clippy::missing_panics_doc)]
 
+pub mod bed;
 pub mod stock;
+pub mod windmill_api;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -37,6 +37,7 @@ use crate::domain::{Completion, FailureCategory, Job, JobFailure, Outcome};
 use crate::hints::{self, PodSettings, WindmillFields};
 use crate::logs::LogSink;
 use crate::trailer::{self, Status};
+use crate::windmill_api::WindmillApi;
 
 /// How a Kubernetes executor failed to start.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,7 @@ struct Inner {
     secrets: Api<Secret>,
     watch: PodWatch,
     limiter: ratelimit::RateLimiter,
+    api: Option<WindmillApi>,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -137,7 +139,15 @@ impl KubernetesExecutor {
             config.settings.executor.api_qps,
             config.settings.executor.api_burst,
         );
+        let api = match (&config.windmill_url, &config.windmill_token) {
+            (Some(url), Some(token)) => Some(
+                WindmillApi::new(url, token.clone())
+                    .map_err(|e| Error::Config(format!("Windmill API client: {e}")))?,
+            ),
+            _ => None,
+        };
         let inner = Inner {
+            api,
             jobs: Api::namespaced(client.clone(), &namespace),
             config_maps: Api::namespaced(client.clone(), &namespace),
             secrets: Api::namespaced(client.clone(), &namespace),
@@ -161,6 +171,12 @@ impl KubernetesExecutor {
         &self.inner.client
     }
 
+    /// Kubernetes API requests made so far through the rate limiter (the shared pod watch aside).
+    #[must_use]
+    pub fn api_requests(&self) -> u64 {
+        self.inner.limiter.requests()
+    }
+
     /// The pod settings of a job (hints resolved), or the failure to hand back.
     pub fn pod_settings(&self, job: &Job) -> Result<PodSettings, JobFailure> {
         pod_settings(&self.inner.config, job)
@@ -178,9 +194,61 @@ impl KubernetesExecutor {
             Ok(pod) => pod,
             Err(failure) => return failed(failure),
         };
-        let args = match resolve_args(job, &self.inner.config) {
-            Ok(args) => args,
-            Err(failure) => return failed(failure),
+        // A token for the job's user (WM_TOKEN), and `$var:`/`$res:` args read with it.
+        let token = match (&self.inner.api, &job.permissioned_as_email) {
+            (Some(api), Some(_)) => match api
+                .impersonate(job, pod.timeout.value + Duration::from_secs(600))
+                .await
+            {
+                Ok(token) => Some(token),
+                Err(error) => {
+                    return failed(JobFailure::new(
+                        FailureCategory::ConfigError,
+                        "JobTokenError",
+                        format!(
+                            "{error}; check FLEXT_WINDMILL_URL and that FLEXT_WINDMILL_TOKEN is a superadmin token"
+                        ),
+                    ));
+                }
+            },
+            _ => None,
+        };
+        let args = match (&self.inner.api, &token) {
+            (Some(api), Some(token)) => match job.args_object() {
+                Ok(args) => api.resolve(&job.workspace, &args, token).await,
+                Err(failure) => Err(failure),
+            },
+            _ => resolve_args(job, &self.inner.config),
+        };
+        let completion = match args {
+            Ok(args) => {
+                self.run_attempts(job, &cancel, logs, &pod, &args, token.as_ref())
+                    .await
+            }
+            Err(failure) => failed(failure),
+        };
+        if let (Some(api), Some(token)) = (&self.inner.api, &token)
+            && let Err(error) = api.delete_token(token).await
+        {
+            tracing::warn!(%error, "deleting the job's token failed; it expires by itself");
+        }
+        completion
+    }
+
+    async fn run_attempts(
+        &self,
+        job: &Job,
+        cancel: &CancellationToken,
+        logs: &LogSink,
+        pod: &PodSettings,
+        args: &serde_json::Map<String, serde_json::Value>,
+        token: Option<&crate::config::Secret>,
+    ) -> Completion {
+        let started = Instant::now();
+        let failed = |failure: JobFailure| Completion {
+            outcome: Outcome::Failure(failure),
+            duration: started.elapsed(),
+            memory_peak_kib: None,
         };
         let budget = pod.retries.value;
         let mut delays = ExponentialBuilder::default()
@@ -197,7 +265,7 @@ impl KubernetesExecutor {
         for attempt in first..=budget.saturating_add(1).max(first) {
             let nonce = uuid::Uuid::new_v4().simple().to_string();
             let result = self
-                .attempt(job, attempt, &pod, &args, &nonce, &cancel, logs, &waker)
+                .attempt(job, attempt, pod, args, token, &nonce, cancel, logs, &waker)
                 .await;
             match result {
                 Attempt::Done(completion) => {
@@ -339,6 +407,7 @@ impl KubernetesExecutor {
         attempt: u32,
         pod_settings: &PodSettings,
         args: &serde_json::Map<String, serde_json::Value>,
+        token: Option<&crate::config::Secret>,
         nonce: &str,
         cancel: &CancellationToken,
         logs: &LogSink,
@@ -352,7 +421,7 @@ impl KubernetesExecutor {
             attempt,
             nonce,
             args,
-            token: None,
+            token: token.map(crate::config::Secret::expose),
             base_url: self.inner.config.windmill_url.as_deref(),
         };
         let objects = render::render(job, &cx);
@@ -950,25 +1019,19 @@ pub fn pod_settings(config: &Config, job: &Job) -> Result<PodSettings, JobFailur
     .map_err(|e| e.to_job_failure())
 }
 
-/// The job's args; `$var:` and `$res:` values need Windmill's API, which is not wired yet.
+/// The job's args when no `$var:`/`$res:` value needs Windmill's API (else the failure saying
+/// what to configure).
 pub fn resolve_args(
     job: &Job,
     config: &Config,
 ) -> Result<serde_json::Map<String, serde_json::Value>, JobFailure> {
     let args = job.args_object()?;
-    let needs: Vec<&str> = args
-        .iter()
-        .filter(|(_, v)| {
-            v.as_str()
-                .is_some_and(|s| s.starts_with("$var:") || s.starts_with("$res:"))
-        })
-        .map(|(k, _)| k.as_str())
-        .collect();
+    let needs = crate::windmill_api::needs_resolution(&args);
     if !needs.is_empty() {
         let why = if config.windmill_url.is_none() || config.windmill_token.is_none() {
             "set FLEXT_WINDMILL_URL and FLEXT_WINDMILL_TOKEN so the worker can resolve them through Windmill's API"
         } else {
-            "resolving them through Windmill's API is not supported by this worker version yet; pass the values directly"
+            "the job has no user email (v2_job.permissioned_as_email) to read them as"
         };
         return Err(JobFailure::new(
             FailureCategory::ConfigError,

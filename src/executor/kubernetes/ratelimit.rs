@@ -1,6 +1,8 @@
-//! A client-side token bucket for Kubernetes API requests: `qps` on average, `burst` at once.
+//! A client-side token bucket for Kubernetes API requests: `qps` on average, `burst` at once. It
+//! also counts the requests it let through (for `scripts/bench k8s`).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,6 +19,7 @@ pub struct RateLimiter {
     qps: f64,
     burst: f64,
     bucket: Mutex<Bucket>,
+    requests: AtomicU64,
 }
 
 impl RateLimiter {
@@ -30,11 +33,18 @@ impl RateLimiter {
                 tokens: burst,
                 last: Instant::now(),
             }),
+            requests: AtomicU64::new(0),
         }
+    }
+
+    /// How many requests [`acquire`](Self::acquire) has let through so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// Takes one token, sleeping until one is available.
     pub async fn acquire(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         if self.qps <= 0.0 {
             return;
         }
@@ -80,5 +90,6 @@ mod tests {
             (0.99..1.1).contains(&elapsed),
             "10 more at 10 qps take about 1 s, took {elapsed}"
         );
+        assert_eq!(limiter.requests(), 15, "every request is counted");
     }
 }

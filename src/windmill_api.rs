@@ -1,0 +1,190 @@
+//! Windmill's public HTTP API, for what the database does not give: a short-lived token for the
+//! job's user (`WM_TOKEN`), and the values behind `$var:` and `$res:` arguments, read with that
+//! token so that the user's own permissions apply.
+//!
+//! Endpoints (Windmill's published API): `POST /api/users/tokens/impersonate` (201, the token as
+//! text), `DELETE /api/users/tokens/delete/{prefix}`, `GET /api/w/{ws}/variables/get_value/{path}`,
+//! `GET /api/w/{ws}/resources/get_value_interpolated/{path}`.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::config::Secret;
+use crate::domain::{FailureCategory, Job, JobFailure};
+
+/// Length of the token prefix Windmill deletes tokens by.
+const TOKEN_PREFIX_LEN: usize = 10;
+
+/// What went wrong talking to Windmill's API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request did not get an answer.
+    #[error("cannot reach Windmill's API at {url}: {source}")]
+    Unreachable {
+        /// The base URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Windmill answered with an error status.
+    #[error("Windmill's API answered {status} to {what}: {body}")]
+    Status {
+        /// What we asked.
+        what: String,
+        /// The HTTP status.
+        status: u16,
+        /// The answer's body (shortened).
+        body: String,
+    },
+}
+
+/// A client of Windmill's API, with the superadmin token the worker is configured with.
+#[derive(Debug, Clone)]
+pub struct WindmillApi {
+    base: String,
+    token: Secret,
+    http: reqwest::Client,
+}
+
+impl WindmillApi {
+    /// A client for `base` (`https://windmill.example.com`).
+    pub fn new(base: &str, token: Secret) -> Result<Self, reqwest::Error> {
+        // rustls needs a process-wide crypto provider; kube uses ring too. A second install is a
+        // no-op error we can ignore.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
+    }
+
+    async fn send(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Error> {
+        let response = request.send().await.map_err(|source| Error::Unreachable {
+            url: self.base.clone(),
+            source,
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let mut body = response.text().await.unwrap_or_default();
+        body.truncate(300);
+        Err(Error::Status {
+            what: what.to_owned(),
+            status: status.as_u16(),
+            body,
+        })
+    }
+
+    /// Mints a token for the job's user, valid a little longer than the job may run.
+    pub async fn impersonate(&self, job: &Job, valid_for: Duration) -> Result<Secret, Error> {
+        let email = job.permissioned_as_email.clone().unwrap_or_default();
+        let expiration = chrono::Utc::now()
+            + chrono::Duration::from_std(valid_for).unwrap_or(chrono::TimeDelta::MAX);
+        let body = json!({
+            "impersonate_email": email,
+            "label": format!("flext-kubernetes job {}", job.id),
+            "expiration": expiration.to_rfc3339(),
+            "workspace_id": job.workspace,
+        });
+        let request = self
+            .http
+            .post(format!("{}/api/users/tokens/impersonate", self.base))
+            .bearer_auth(self.token.expose())
+            .json(&body);
+        let text = self
+            .send("minting a job token", request)
+            .await?
+            .text()
+            .await
+            .map_err(|source| Error::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
+        // The token comes as text; tolerate a JSON string too.
+        let token = serde_json::from_str::<String>(&text)
+            .unwrap_or(text)
+            .trim()
+            .to_owned();
+        Ok(Secret::new(token))
+    }
+
+    /// Deletes a token minted for a job.
+    pub async fn delete_token(&self, token: &Secret) -> Result<(), Error> {
+        let prefix: String = token.expose().chars().take(TOKEN_PREFIX_LEN).collect();
+        let request = self
+            .http
+            .delete(format!("{}/api/users/tokens/delete/{prefix}", self.base))
+            .bearer_auth(self.token.expose());
+        self.send("deleting a job token", request).await.map(|_| ())
+    }
+
+    /// Resolves `$var:` and `$res:` argument values with the job's token.
+    pub async fn resolve(
+        &self,
+        workspace: &str,
+        args: &Map<String, Value>,
+        token: &Secret,
+    ) -> Result<Map<String, Value>, JobFailure> {
+        let mut out = args.clone();
+        for (name, value) in &mut out {
+            let Some(text) = value.as_str() else { continue };
+            let (kind, path, url) = if let Some(path) = text.strip_prefix("$var:") {
+                (
+                    "variable",
+                    path,
+                    format!("{}/api/w/{workspace}/variables/get_value/{path}", self.base),
+                )
+            } else if let Some(path) = text.strip_prefix("$res:") {
+                (
+                    "resource",
+                    path,
+                    format!(
+                        "{}/api/w/{workspace}/resources/get_value_interpolated/{path}",
+                        self.base
+                    ),
+                )
+            } else {
+                continue;
+            };
+            let what = format!("reading {kind} `{path}` for argument `{name}`");
+            let response = self.send(&what, self.http.get(url).bearer_auth(token.expose())).await.map_err(|error| {
+                JobFailure::new(
+                    FailureCategory::ConfigError,
+                    "ArgResolutionError",
+                    format!("{error}; check that the {kind} exists and that the job's user may read it"),
+                )
+            })?;
+            *value = response.json().await.map_err(|e| {
+                JobFailure::new(
+                    FailureCategory::ConfigError,
+                    "ArgResolutionError",
+                    format!("{what}: the answer is not JSON: {e}"),
+                )
+            })?;
+        }
+        Ok(out)
+    }
+}
+
+/// Whether any argument refers to a Windmill variable or resource.
+#[must_use]
+pub fn needs_resolution(args: &Map<String, Value>) -> Vec<&str> {
+    args.iter()
+        .filter(|(_, v)| {
+            v.as_str()
+                .is_some_and(|s| s.starts_with("$var:") || s.starts_with("$res:"))
+        })
+        .map(|(k, _)| k.as_str())
+        .collect()
+}

@@ -1,0 +1,123 @@
+//! One end-to-end test's world on the Kubernetes test bed: its own database, namespace, worker
+//! (the Kubernetes executor, in process) and stock-worker double.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flext_kubernetes::executor::{Executor, KubernetesExecutor};
+use flext_kubernetes::worker::WorkerHandle;
+use k8s_openapi::api::batch::v1::Job as KubeJob;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::stock::StockWorker;
+use super::{TestDb, completed, eventually};
+
+/// How long an end-to-end step may take.
+pub const LIMIT: Duration = Duration::from_secs(90);
+
+/// One test's world: its own database, namespace, worker and stock-worker double.
+pub struct Bed {
+    pub db: TestDb,
+    pub client: Client,
+    pub namespace: String,
+    pub worker: Option<WorkerHandle>,
+    pub stock_stop: CancellationToken,
+}
+
+pub async fn client() -> Client {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "KUBECONFIG is not set: run the tests with scripts/test, or `scripts/testbed up && eval \"$(scripts/testbed env)\"`"
+    );
+    Client::try_default()
+        .await
+        .expect("a client for the test bed (is `scripts/testbed up` running?)")
+}
+
+/// Settings every test worker gets, as `FLEXT__` overrides.
+pub fn bed_settings(namespace: &str) -> Vec<(String, String)> {
+    [
+        ("FLEXT__CLUSTER__NAMESPACE", namespace),
+        ("FLEXT__JOB_TEMPLATE__IMAGE", "flext-kubernetes:dev"),
+        ("FLEXT__RESOURCES__DEFAULT_CPU", "10m"),
+        ("FLEXT__RESOURCES__DEFAULT_MEMORY", "256Mi"),
+        ("FLEXT__RESOURCES__DEFAULT_STORAGE", "1Gi"),
+        ("FLEXT__EXECUTOR__IMAGE_PULL_GRACE", "3s"),
+        ("FLEXT__EXECUTOR__PENDING_BUDGET", "4s"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
+}
+
+impl Bed {
+    pub async fn new(extra: &[(&str, &str)]) -> Self {
+        let db = TestDb::new().await;
+        let client = client().await;
+        let namespace = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create the test namespace");
+        let base = bed_settings(&namespace);
+        let mut settings: Vec<(&str, &str)> =
+            base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        settings.extend_from_slice(extra);
+        let config = super::config(&settings);
+        let executor = KubernetesExecutor::connect(Arc::new(config.clone()))
+            .await
+            .expect("the executor connects to the bed");
+        let worker = super::start_worker(&db, config, Executor::Kubernetes(executor));
+        let stock_stop = CancellationToken::new();
+        StockWorker::new(&db.pool).spawn(stock_stop.clone());
+        Self {
+            db,
+            client,
+            namespace,
+            worker: Some(worker),
+            stock_stop,
+        }
+    }
+
+    pub fn jobs(&self) -> Api<KubeJob> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub async fn pods_of(&self, id: flext_kubernetes::domain::JobId) -> Vec<Pod> {
+        self.pods()
+            .list(&ListParams::default().labels(&format!("flext.dev/job-id={id}")))
+            .await
+            .unwrap()
+            .items
+    }
+
+    /// Waits for the job to complete in Windmill (and its fix-up when `fixed` holds).
+    pub async fn outcome(&self, id: flext_kubernetes::domain::JobId) -> super::Completed {
+        eventually("the job to complete in Windmill", LIMIT, || async {
+            completed(&self.db, id)
+                .await
+                .filter(|c| c.worker.as_deref() != Some("wk-default-stock"))
+        })
+        .await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.shutdown().await;
+        }
+        self.stock_stop.cancel();
+        let _ = Api::<Namespace>::all(self.client.clone())
+            .delete(&self.namespace, &DeleteParams::default())
+            .await;
+    }
+}

@@ -569,3 +569,136 @@ async fn var_args_without_windmill_api_settings_fail_saying_what_to_configure() 
     );
     bed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_lost_before_the_script_started_is_retried_as_a_new_attempt() {
+    let bed = Bed::new(&[("FLEXT__EXECUTOR__PENDING_BUDGET", "10m")]).await;
+    let id = WindmillJob::preview("# k8s: memory=900Gi\ndef main():\n    return 1\n")
+        .push(&bed.db)
+        .await;
+    eventually("the wait for capacity", LIMIT, || async {
+        logs(&bed.db, id)
+            .await
+            .contains("waiting for capacity")
+            .then_some(())
+    })
+    .await;
+    for pod in bed.pods_of(id).await {
+        bed.pods()
+            .delete(&pod.metadata.name.unwrap(), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let second = format!("flext.dev/job-id={id},flext.dev/attempt=2");
+    eventually("a second attempt", LIMIT, || async {
+        (!bed
+            .jobs()
+            .list(&ListParams::default().labels(&second))
+            .await
+            .unwrap()
+            .items
+            .is_empty())
+        .then_some(())
+    })
+    .await;
+    let log = logs(&bed.db, id).await;
+    assert!(log.contains("attempt 1 did not run the script"), "{log}");
+    assert!(
+        completed(&bed.db, id).await.is_none(),
+        "a system failure does not fail the job"
+    );
+    sqlx::query(
+        "UPDATE v2_job_queue SET canceled_by = 'test', canceled_reason = 'done' WHERE id = $1",
+    )
+    .bind(id.0)
+    .execute(&bed.db.pool)
+    .await
+    .unwrap();
+    eventually("the cancel", LIMIT, || async {
+        completed(&bed.db, id).await
+    })
+    .await;
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_left_for_a_job_windmill_no_longer_has_is_cleaned_up_at_start() {
+    let mut bed = Bed::new(&[("FLEXT__EXECUTOR__PENDING_BUDGET", "10m")]).await;
+    let id = WindmillJob::preview("# k8s: memory=900Gi\ndef main():\n    return 1\n")
+        .push(&bed.db)
+        .await;
+    let selector = format!("flext.dev/job-id={id}");
+    eventually("the Kubernetes Job", LIMIT, || async {
+        (!bed
+            .jobs()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .is_empty())
+        .then_some(())
+    })
+    .await;
+    // The worker dies; meanwhile the job is deleted in Windmill.
+    let worker = bed.worker.take().unwrap();
+    worker.abandon();
+    worker.wait().await;
+    sqlx::query("DELETE FROM v2_job_queue WHERE id = $1")
+        .bind(id.0)
+        .execute(&bed.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        !bed.jobs()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "left behind"
+    );
+    // The next worker of the group removes what was left.
+    let base = bed_settings(&bed.namespace);
+    let settings: Vec<(&str, &str)> = base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let config = common::config(&settings);
+    let executor = KubernetesExecutor::connect(Arc::new(config.clone()))
+        .await
+        .unwrap();
+    bed.worker = Some(common::start_worker(
+        &bed.db,
+        config,
+        Executor::Kubernetes(executor),
+    ));
+    eventually("the cleanup", LIMIT, || async {
+        bed.jobs()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_on_deno_runs_too() {
+    let bed = Bed::new(&[]).await;
+    let code = "export async function main(name: string) {\n  console.log(`deno ${Deno.version.deno}`);\n  return `hello ${name}`;\n}\n";
+    let id = WindmillJob::preview(code)
+        .lang("deno")
+        .args(json!({"name": "deno"}))
+        .push(&bed.db)
+        .await;
+    let done = bed.outcome(id).await;
+    assert_eq!(
+        done.status,
+        "success",
+        "{:?}\n{}",
+        done,
+        logs(&bed.db, id).await
+    );
+    assert_eq!(done.result, Some(json!("hello deno")));
+    bed.stop().await;
+}

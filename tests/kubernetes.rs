@@ -725,3 +725,25 @@ async fn a_python_lock_is_installed_before_the_script_runs() {
     );
     bed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bun_lock_is_installed_before_the_script_runs() {
+    let bed = Bed::new(&[]).await;
+    let code = "import isNumber from \"is-number\";\nexport async function main(x: string) {\n  return isNumber(x);\n}\n";
+    let mut job = WindmillJob::preview(code)
+        .lang("bun")
+        .args(json!({"x": "42"}));
+    job.lock =
+        Some("{\n  \"dependencies\": {\"is-number\": \"7.0.0\"}\n}\n//bun.lock\n<empty>".into());
+    let id = job.push(&bed.db).await;
+    let done = bed.outcome(id).await;
+    assert_eq!(
+        done.status,
+        "success",
+        "{:?}\n{}",
+        done,
+        logs(&bed.db, id).await
+    );
+    assert_eq!(done.result, Some(json!(true)));
+    bed.stop().await;
+}

@@ -207,6 +207,7 @@ async fn prepare_and_run(paths: &Paths) -> Result<(Ended, u64), Ended> {
                 c.args(["run", "--allow-all", "--quiet"]).arg(&wrapper);
                 c
             } else {
+                install_bun_deps(paths, &lock).await?;
                 let mut c = Command::new("bun");
                 c.arg("run").arg(&wrapper);
                 c
@@ -341,6 +342,78 @@ async fn install_python_deps(paths: &Paths, lock: &str) -> Result<Option<PathBuf
     }
     let _ = std::fs::write(target.join(".complete"), "");
     Ok(Some(target))
+}
+
+/// Installs a Bun lock — Windmill's form: `package.json`, then `//bun.lock` (or `//bun.lockb`,
+/// base64) and the lockfile, `<empty>` when there is none — into the work directory, with Bun's
+/// package cache in the cache directory. Deno needs no step: it fetches imports as it runs.
+async fn install_bun_deps(paths: &Paths, lock: &str) -> Result<(), Ended> {
+    let lock = lock.replace("\r\n", "\n");
+    let (package_json, lockfile) = match (
+        lock.split_once("\n//bun.lock\n"),
+        lock.split_once("\n//bun.lockb\n"),
+    ) {
+        (Some((p, l)), _) => (
+            p.to_owned(),
+            Some(("bun.lock", l.trim().as_bytes().to_vec())),
+        ),
+        (None, Some((p, l))) => {
+            let binary =
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, l.trim()).ok();
+            (p.to_owned(), binary.map(|b| ("bun.lockb", b)))
+        }
+        (None, None) => (lock.clone(), None),
+    };
+    let manifest: Value = match serde_json::from_str(package_json.trim()) {
+        Ok(manifest) => manifest,
+        Err(_) if package_json.trim().is_empty() => return Ok(()),
+        Err(e) => {
+            return Err(runner_error(
+                "DependencyInstallError",
+                format!("the script's lock does not start with a package.json: {e}"),
+            ));
+        }
+    };
+    if manifest
+        .get("dependencies")
+        .and_then(Value::as_object)
+        .is_none_or(serde_json::Map::is_empty)
+    {
+        return Ok(());
+    }
+    std::fs::write(paths.work.join("package.json"), package_json.trim())
+        .map_err(|e| runner_error("RunnerError", format!("cannot write package.json: {e}")))?;
+    let mut command = Command::new("bun");
+    command
+        .arg("install")
+        .current_dir(&paths.work)
+        .env("BUN_INSTALL_CACHE_DIR", paths.cache.join("bun"));
+    if let Some((name, bytes)) =
+        lockfile.filter(|(_, b)| !b.is_empty() && b.as_slice() != b"<empty>")
+    {
+        std::fs::write(paths.work.join(name), bytes)
+            .map_err(|e| runner_error("RunnerError", format!("cannot write {name}: {e}")))?;
+        command.arg("--frozen-lockfile");
+    }
+    println!("[flext runner] installing the script's npm dependencies with bun");
+    let output = command.output().await.map_err(|e| {
+        runner_error(
+            "DependencyInstallError",
+            format!("cannot run bun install: {e}"),
+        )
+    })?;
+    if !output.status.success() {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return Err(runner_error(
+            "DependencyInstallError",
+            format!("bun install failed: {}", tail_of(&text)),
+        ));
+    }
+    Ok(())
 }
 
 fn which(program: &str) -> Option<PathBuf> {

@@ -747,3 +747,37 @@ async fn a_bun_lock_is_installed_before_the_script_runs() {
     assert_eq!(done.result, Some(json!(true)));
     bed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pvc_hint_mounts_the_claim_and_its_data_outlives_the_job() {
+    let bed = Bed::new(&[("FLEXT__LIMITS__ALLOWED_PVCS", "[shared-data]")]).await;
+    let claim: k8s_openapi::api::core::v1::PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "shared-data"},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .unwrap();
+    Api::namespaced(bed.client.clone(), &bed.namespace)
+        .create(&Default::default(), &claim)
+        .await
+        .unwrap();
+    let writer = WindmillJob::preview(
+        "# k8s: volume=pvc:shared-data:/mnt/data\ndef main(text):\n    open('/mnt/data/note.txt', 'w').write(text)\n    return 'written'\n",
+    )
+    .args(json!({"text": "kept on the claim"}))
+    .push(&bed.db)
+    .await;
+    assert_eq!(bed.outcome(writer).await.status, "success");
+    let reader = WindmillJob::preview("# k8s: volume=pvc:shared-data:/mnt/data:ro\ndef main():\n    return open('/mnt/data/note.txt').read()\n")
+        .push(&bed.db)
+        .await;
+    let done = bed.outcome(reader).await;
+    assert_eq!(
+        done.status,
+        "success",
+        "{:?}\n{}",
+        done,
+        logs(&bed.db, reader).await
+    );
+    assert_eq!(done.result, Some(json!("kept on the claim")));
+    bed.stop().await;
+}

@@ -34,6 +34,11 @@ func (a *agent) prepareVolumes(ctx context.Context, pod *corev1.Pod, dir string)
 			err = a.writeConfigMap(ctx, pod.Namespace, target, src.ConfigMap.Name, src.ConfigMap.Items, src.ConfigMap.Optional, src.ConfigMap.DefaultMode)
 		case src.Secret != nil:
 			err = a.writeSecret(ctx, pod.Namespace, target, src.Secret.SecretName, src.Secret.Items, src.Secret.Optional, src.Secret.DefaultMode)
+		case src.PersistentVolumeClaim != nil:
+			// No storage provisioner here: a claim that exists is backed by a host directory of
+			// its own under the agent's state, shared by every pod that mounts it (like a
+			// ReadWriteMany volume), kept until the bed is removed.
+			target, err = a.claimDir(ctx, pod.Namespace, src.PersistentVolumeClaim.ClaimName)
 		case src.DownwardAPI != nil:
 			err = writeDownward(pod, target, src.DownwardAPI.Items, src.DownwardAPI.DefaultMode)
 		case src.Projected != nil:
@@ -197,4 +202,18 @@ func (a *agent) writeToken(ctx context.Context, pod *corev1.Pod, dir string, t *
 		return err
 	}
 	return os.WriteFile(p, []byte(strings.TrimSpace(tr.Status.Token)), m)
+}
+
+// claimDir returns the host directory backing a PersistentVolumeClaim, creating it on first use;
+// a missing claim is a mount failure, as on a real node.
+func (a *agent) claimDir(ctx context.Context, ns, claim string) (string, error) {
+	if _, err := a.client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, claim, metav1.GetOptions{}); err != nil {
+		return "", fmt.Errorf("persistentvolumeclaim %q not found", claim)
+	}
+	dir := filepath.Join(a.stateDir, "claims", ns, claim)
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return "", err
+	}
+	// World-writable like an emptyDir: pods run as non-root users.
+	return dir, os.Chmod(dir, 0o777)
 }

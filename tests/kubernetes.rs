@@ -781,3 +781,50 @@ async fn a_pvc_hint_mounts_the_claim_and_its_data_outlives_the_job() {
     assert_eq!(done.result, Some(json!("kept on the claim")));
     bed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exceeded_quota_is_back_pressure_and_the_job_runs_once_it_lifts() {
+    let bed = Bed::new(&[]).await;
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "no-jobs"},
+        "spec": {"hard": {"count/jobs.batch": "0"}}
+    }))
+    .unwrap();
+    let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> =
+        Api::namespaced(bed.client.clone(), &bed.namespace);
+    quotas.create(&Default::default(), &quota).await.unwrap();
+    // Quota admission only counts once the quota controller has computed its usage.
+    eventually("the quota to be synced", LIMIT, || async {
+        quotas
+            .get("no-jobs")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.used)
+            .map(|_| ())
+    })
+    .await;
+    let id = WindmillJob::preview("def main():\n    return 'ran'\n")
+        .push(&bed.db)
+        .await;
+    let log = eventually("the wait for quota", LIMIT, || async {
+        let log = logs(&bed.db, id).await;
+        log.contains("waiting for quota").then_some(log)
+    })
+    .await;
+    assert!(log.contains("exceeded quota"), "{log}");
+    assert!(
+        completed(&bed.db, id).await.is_none(),
+        "back-pressure, not a failure"
+    );
+    quotas
+        .delete("no-jobs", &DeleteParams::default())
+        .await
+        .unwrap();
+    let done = bed.outcome(id).await;
+    assert_eq!(
+        (done.status.as_str(), done.result),
+        ("success", Some(json!("ran")))
+    );
+    bed.stop().await;
+}

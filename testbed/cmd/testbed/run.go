@@ -251,9 +251,10 @@ func (b *bed) kcmArgs() []string {
 		"--secure-port", "0",
 		"--leader-elect=false",
 		"--use-service-account-credentials=false",
-		// The controllers the bed promises; serviceaccount-token and root-ca-cert-publisher make
+		// The controllers the bed promises (resourcequota: quota admission needs its usage);
+		// serviceaccount-token and root-ca-cert-publisher make
 		// pods' projected service account volumes resolvable.
-		"--controllers", "job,ttl-after-finished,garbagecollector,podgc,namespace,serviceaccount,serviceaccount-token,root-ca-cert-publisher",
+		"--controllers", "job,ttl-after-finished,garbagecollector,podgc,namespace,serviceaccount,serviceaccount-token,root-ca-cert-publisher,resourcequota",
 		"--service-account-private-key-file", p.saKey,
 		"--root-ca-file", p.caCert,
 		// The defaults (20 QPS) would throttle the job controller below the worker's 50 jobs/s target.

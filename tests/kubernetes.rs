@@ -144,7 +144,7 @@ async fn an_image_that_cannot_be_pulled_fails_with_its_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unschedulable_job_logs_the_wait_then_fails_after_the_budget() {
-    let bed = Bed::new(&[]).await;
+    let bed = Bed::new(&[("FLEXT__EXECUTOR__PENDING_BUDGET", "4s")]).await;
     let id = WindmillJob::preview("# k8s: memory=900Gi\ndef main():\n    return 1\n")
         .push(&bed.db)
         .await;
@@ -169,7 +169,7 @@ async fn an_unschedulable_job_logs_the_wait_then_fails_after_the_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_while_pending_and_while_running_deletes_the_job() {
-    let bed = Bed::new(&[("FLEXT__EXECUTOR__PENDING_BUDGET", "10m")]).await;
+    let bed = Bed::new(&[]).await;
     let pending = WindmillJob::preview("# k8s: memory=900Gi\ndef main():\n    return 1\n")
         .push(&bed.db)
         .await;
@@ -330,7 +330,7 @@ async fn node_of(bed: &Bed, id: flext_kubernetes::domain::JobId) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gpu_script_runs_only_on_a_node_with_gpus_and_waits_when_none_fits() {
-    let bed = Bed::new(&[("FLEXT__EXECUTOR__PENDING_BUDGET", "10m")]).await;
+    let bed = Bed::new(&[]).await;
     let sleepy = "import time\ndef main():\n    time.sleep(3)\n    return 'done'\n";
     let gpu = WindmillJob::preview(&format!(
         "# k8s: gpu=1 toleration=nvidia.com/gpu:NoSchedule\n{sleepy}"
@@ -572,7 +572,7 @@ async fn var_args_without_windmill_api_settings_fail_saying_what_to_configure() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_lost_before_the_script_started_is_retried_as_a_new_attempt() {
-    let bed = Bed::new(&[("FLEXT__EXECUTOR__PENDING_BUDGET", "10m")]).await;
+    let bed = Bed::new(&[]).await;
     let id = WindmillJob::preview("# k8s: memory=900Gi\ndef main():\n    return 1\n")
         .push(&bed.db)
         .await;
@@ -623,7 +623,7 @@ async fn a_pod_lost_before_the_script_started_is_retried_as_a_new_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_left_for_a_job_windmill_no_longer_has_is_cleaned_up_at_start() {
-    let mut bed = Bed::new(&[("FLEXT__EXECUTOR__PENDING_BUDGET", "10m")]).await;
+    let mut bed = Bed::new(&[]).await;
     let id = WindmillJob::preview("# k8s: memory=900Gi\ndef main():\n    return 1\n")
         .push(&bed.db)
         .await;

@@ -44,10 +44,11 @@ pub fn bed_settings(namespace: &str) -> Vec<(String, String)> {
         ("FLEXT__CLUSTER__NAMESPACE", namespace),
         ("FLEXT__JOB_TEMPLATE__IMAGE", "flext-kubernetes:dev"),
         ("FLEXT__RESOURCES__DEFAULT_CPU", "10m"),
-        ("FLEXT__RESOURCES__DEFAULT_MEMORY", "256Mi"),
+        ("FLEXT__RESOURCES__DEFAULT_MEMORY", "128Mi"),
         ("FLEXT__RESOURCES__DEFAULT_STORAGE", "1Gi"),
         ("FLEXT__EXECUTOR__IMAGE_PULL_GRACE", "3s"),
-        ("FLEXT__EXECUTOR__PENDING_BUDGET", "4s"),
+        // Tests share two small nodes: waiting for capacity is normal, not a failure.
+        ("FLEXT__EXECUTOR__PENDING_BUDGET", "10m"),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

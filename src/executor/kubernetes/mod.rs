@@ -39,6 +39,9 @@ use crate::logs::LogSink;
 use crate::trailer::{self, Status};
 use crate::windmill_api::WindmillApi;
 
+/// How long a Job may go without a pod before the job log says why it waits.
+const NO_POD_NOTE_AFTER: Duration = Duration::from_secs(10);
+
 /// How a Kubernetes executor failed to start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -656,6 +659,18 @@ impl KubernetesExecutor {
                 }
                 return Attempt::SystemRetry(
                     "the pod was deleted before the script started".into(),
+                );
+            } else if recheck && started.elapsed() > NO_POD_NOTE_AFTER {
+                // The Job exists but its controller made no pod: a quota or an admission policy
+                // refuses it. Kubernetes retries; say so in the log instead of staying silent.
+                note_once(
+                    logs,
+                    &mut last_note,
+                    &format!(
+                        "waiting for the Job controller to create the pod (a quota or an admission policy may refuse it; see `kubectl -n {} describe job {}`)",
+                        settings.cluster.namespace,
+                        render::object_name(job, attempt)
+                    ),
                 );
             }
             recheck = false;

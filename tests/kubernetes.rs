@@ -757,7 +757,7 @@ async fn a_pvc_hint_mounts_the_claim_and_its_data_outlives_the_job() {
     }))
     .unwrap();
     Api::namespaced(bed.client.clone(), &bed.namespace)
-        .create(&Default::default(), &claim)
+        .create(&kube::api::PostParams::default(), &claim)
         .await
         .unwrap();
     let writer = WindmillJob::preview(
@@ -792,7 +792,10 @@ async fn an_exceeded_quota_is_back_pressure_and_the_job_runs_once_it_lifts() {
     .unwrap();
     let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> =
         Api::namespaced(bed.client.clone(), &bed.namespace);
-    quotas.create(&Default::default(), &quota).await.unwrap();
+    quotas
+        .create(&kube::api::PostParams::default(), &quota)
+        .await
+        .unwrap();
     // Quota admission only counts once the quota controller has computed its usage.
     eventually("the quota to be synced", LIMIT, || async {
         quotas

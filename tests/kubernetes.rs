@@ -831,3 +831,40 @@ async fn an_exceeded_quota_is_back_pressure_and_the_job_runs_once_it_lifts() {
     );
     bed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_result_arrives_whole_and_one_past_the_limit_fails_naming_it() {
+    let bed = Bed::new(&[("FLEXT__EXECUTOR__MAX_RESULT_BYTES", "4MiB")]).await;
+    let big = WindmillJob::preview("def main(n):\n    return ['x' * 1000 for _ in range(n)]\n")
+        .args(json!({"n": 3000}))
+        .push(&bed.db)
+        .await;
+    let too_big = WindmillJob::preview("def main(n):\n    return ['x' * 1000 for _ in range(n)]\n")
+        .args(json!({"n": 5000}))
+        .push(&bed.db)
+        .await;
+    let done = bed.outcome(big).await;
+    assert_eq!(done.status, "success");
+    let items = done.result.unwrap();
+    assert_eq!(
+        items.as_array().unwrap().len(),
+        3000,
+        "all of a 3 MB result"
+    );
+    assert!(
+        items
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s.as_str().unwrap().len() == 1000)
+    );
+    let done = bed.outcome(too_big).await;
+    assert_eq!(done.status, "failure");
+    let error = &done.result.unwrap()["error"];
+    assert_eq!(error["name"], "ResultTooLarge", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("4194304 bytes"),
+        "{error}"
+    );
+    bed.stop().await;
+}

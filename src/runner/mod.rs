@@ -117,7 +117,7 @@ pub async fn run(paths: &Paths) -> i32 {
             status: Status::Error,
             payload: json!({
                 "name": "ResultTooLarge",
-                "message": format!("the result is {size} bytes, more than the limit of {max_result} bytes; return less data, or write it to storage and return a reference"),
+                "message": format!("the result is {size} bytes, more than the limit of {max_result} bytes (executor.max_result_bytes in the worker config); return less data, or write it to storage and return a reference"),
             }),
         };
     }

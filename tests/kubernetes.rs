@@ -192,13 +192,7 @@ async fn cancel_while_pending_and_while_running_deletes_the_job() {
     )
     .await;
     for id in [pending, running] {
-        sqlx::query(
-            "UPDATE v2_job_queue SET canceled_by = 'alice', canceled_reason = 'stop' WHERE id = $1",
-        )
-        .bind(id.0)
-        .execute(&bed.db.pool)
-        .await
-        .unwrap();
+        common::cancel(&bed.db, id, "alice").await;
     }
     for id in [pending, running] {
         let done = eventually("the cancel", LIMIT, || async {
@@ -367,13 +361,7 @@ async fn a_gpu_script_runs_only_on_a_node_with_gpus_and_waits_when_none_fits() {
         completed(&bed.db, too_many).await.is_none(),
         "waiting for capacity is not a failure"
     );
-    sqlx::query(
-        "UPDATE v2_job_queue SET canceled_by = 'test', canceled_reason = 'done' WHERE id = $1",
-    )
-    .bind(too_many.0)
-    .execute(&bed.db.pool)
-    .await
-    .unwrap();
+    common::cancel(&bed.db, too_many, "test").await;
     eventually("the cancel", LIMIT, || async {
         completed(&bed.db, too_many).await
     })
@@ -607,13 +595,7 @@ async fn a_pod_lost_before_the_script_started_is_retried_as_a_new_attempt() {
         completed(&bed.db, id).await.is_none(),
         "a system failure does not fail the job"
     );
-    sqlx::query(
-        "UPDATE v2_job_queue SET canceled_by = 'test', canceled_reason = 'done' WHERE id = $1",
-    )
-    .bind(id.0)
-    .execute(&bed.db.pool)
-    .await
-    .unwrap();
+    common::cancel(&bed.db, id, "test").await;
     eventually("the cancel", LIMIT, || async {
         completed(&bed.db, id).await
     })

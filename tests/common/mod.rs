@@ -546,3 +546,13 @@ pub async fn logs(db: &TestDb, id: JobId) -> String {
         .flatten()
         .unwrap_or_default()
 }
+
+/// Cancels a queued or running job as Windmill does for a running one: sets `canceled_by`.
+pub async fn cancel(db: &TestDb, id: JobId, by: &str) {
+    sqlx::query("UPDATE v2_job_queue SET canceled_by = $2, canceled_reason = 'canceled by the test' WHERE id = $1")
+        .bind(id.0)
+        .bind(by)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}

@@ -22,9 +22,7 @@ use futures::{AsyncBufReadExt as _, StreamExt as _};
 use k8s_openapi::api::batch::v1::Job as KubeJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{
-    DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, PropagationPolicy,
-};
+use kube::api::{DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +37,11 @@ use crate::logs::LogSink;
 use crate::trailer::{self, Status};
 use crate::windmill_api::WindmillApi;
 
+/// After the container ended, how long the followed log may stay silent before it counts as
+/// drained.
+const FOLLOW_QUIET: Duration = Duration::from_secs(2);
+/// The longest one plain read of a finished container's log may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a Job may go without a pod before the job log says why it waits.
 const NO_POD_NOTE_AFTER: Duration = Duration::from_secs(10);
 
@@ -716,47 +719,58 @@ impl KubernetesExecutor {
             .build();
         loop {
             let result = async {
+                // The Job first: a 409 means the attempt exists (an earlier worker made it) and
+                // is adopted, never duplicated.
                 inner.limiter.acquire().await;
-                let existing = inner.jobs.get_opt(&name).await?;
-                if let Some(_job) = existing {
-                    // Adopt: the attempt exists (an earlier worker made it). Its nonce is in its Secret.
-                    inner.limiter.acquire().await;
-                    let secret = inner.secrets.get(&name).await?;
-                    let nonce = secret
-                        .data
-                        .and_then(|d| {
-                            d.get("nonce")
-                                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                        })
-                        .unwrap_or_default();
-                    return Ok::<_, kube::Error>(Created::Adopted(nonce));
-                }
-                inner.limiter.acquire().await;
-                create_or_keep(&inner.config_maps, &objects.config_map).await?;
-                inner.limiter.acquire().await;
-                create_or_keep(&inner.secrets, &objects.secret).await?;
-                inner.limiter.acquire().await;
-                let created = inner
+                let (job, fresh) = match inner
                     .jobs
                     .create(&PostParams::default(), &objects.job)
-                    .await?;
-                // The ConfigMap and Secret belong to the Job: deleting it removes them.
-                if let Some(uid) = created.metadata.uid.clone() {
-                    let owner = serde_json::json!({"metadata": {"ownerReferences": [OwnerReference {
-                        api_version: "batch/v1".into(), kind: "Job".into(), name: name.clone(), uid,
-                        controller: Some(false), block_owner_deletion: Some(false),
-                    }]}});
+                    .await
+                {
+                    Ok(created) => (created, true),
+                    Err(kube::Error::Api(status)) if status.code == 409 => {
+                        inner.limiter.acquire().await;
+                        (inner.jobs.get(&name).await?, false)
+                    }
+                    Err(error) => return Err(error),
+                };
+                if !fresh {
+                    // Its nonce is in its Secret, unless the worker that made the Job stopped
+                    // before the Secret: then the pod is still waiting for it and ours serves.
                     inner.limiter.acquire().await;
-                    inner
-                        .config_maps
-                        .patch(&name, &PatchParams::default(), &Patch::Merge(&owner))
-                        .await?;
-                    inner.limiter.acquire().await;
-                    inner
-                        .secrets
-                        .patch(&name, &PatchParams::default(), &Patch::Merge(&owner))
-                        .await?;
+                    if let Some(secret) = inner.secrets.get_opt(&name).await? {
+                        let nonce = secret
+                            .data
+                            .and_then(|d| {
+                                d.get("nonce")
+                                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                            })
+                            .unwrap_or_default();
+                        return Ok::<_, kube::Error>(Created::Adopted(nonce));
+                    }
                 }
+                // The ConfigMap and Secret belong to the Job: deleting it removes them. The pod
+                // waits for them like for any volume.
+                let owner = OwnerReference {
+                    api_version: "batch/v1".into(),
+                    kind: "Job".into(),
+                    name: name.clone(),
+                    uid: job.metadata.uid.clone().unwrap_or_default(),
+                    controller: Some(false),
+                    block_owner_deletion: Some(false),
+                };
+                let mut config_map = objects.config_map.clone();
+                config_map.metadata.owner_references = Some(vec![owner.clone()]);
+                let mut secret = objects.secret.clone();
+                secret.metadata.owner_references = Some(vec![owner]);
+                inner.limiter.acquire().await;
+                inner.limiter.acquire().await;
+                let (config_map, secret) = tokio::join!(
+                    create_or_keep(&inner.config_maps, &config_map),
+                    create_or_keep(&inner.secrets, &secret)
+                );
+                config_map?;
+                secret?;
                 Ok(Created::Fresh)
             }
             .await;
@@ -838,28 +852,30 @@ impl KubernetesExecutor {
         logs: &LogSink,
         patience: Duration,
     ) {
-        let deadline = tokio::time::Instant::now() + patience;
+        // The followed stream ends with the container's log; stop waiting on it once it goes
+        // quiet, so that the plain reads below always get their time.
         if let Some(mut stream) = stream {
-            while let Ok(Some(Ok(line))) = tokio::time::timeout_at(deadline, stream.next()).await {
+            while let Ok(Some(Ok(line))) = tokio::time::timeout(FOLLOW_QUIET, stream.next()).await {
                 follower.accept(&line, decoder, logs);
             }
         }
         // The runner prints the trailer before it exits, so a complete read holds it; the API
         // may still fail under load, or the node may lag in serving the last lines: read again
-        // (from the last line seen) until the trailer is complete or the deadline passes.
+        // (from the last line seen) until the trailer is complete, at least once, then until the
+        // deadline.
+        let deadline = tokio::time::Instant::now() + patience;
         let mut pause = Duration::from_millis(100);
-        let mut reads = 0;
-        while !decoder.complete() && (reads == 0 || tokio::time::Instant::now() < deadline) {
-            reads += 1;
+        loop {
             if let Some(mut stream) = self.open_log(pod, follower, false).await {
+                let read_until = tokio::time::Instant::now() + READ_TIMEOUT;
                 while let Ok(Some(Ok(line))) =
-                    tokio::time::timeout_at(deadline, stream.next()).await
+                    tokio::time::timeout_at(read_until, stream.next()).await
                 {
                     follower.accept(&line, decoder, logs);
                 }
             }
-            if decoder.complete() {
-                break;
+            if decoder.complete() || tokio::time::Instant::now() >= deadline {
+                return;
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));

@@ -1,0 +1,843 @@
+//! Kubernetes benchmark on the local test bed (a real kube-apiserver and Job controller, and the
+//! node agent that runs pods as local processes) with a real PostgreSQL. Run with
+//! `scripts/bench k8s`, which starts both and sets `KUBECONFIG` and `FLEXT_TEST_DATABASE_URL`.
+//!
+//! Every figure comes from this run, measured with this machine's clock (PostgreSQL runs on the
+//! same host, so its `clock_timestamp()` is the same clock):
+//! - **Latency.** Jobs are queued at a steady rate while one worker (in this process) polls. The
+//!   enqueue instant is taken when the queue insert has committed; a Kubernetes watch of Jobs and
+//!   Pods in this process notes when it first sees each Job and each pod's main container
+//!   terminated; a deferred trigger in the bench database notes `clock_timestamp()` when the
+//!   hand-back transaction commits. Watch events arrive a little after the fact, so
+//!   "enqueue → Job created" is over-stated and "terminated → hand-back" under-stated by the
+//!   watch delay (the worker reacts to the same kind of watch event).
+//! - **Throughput.** N small Bash jobs are queued up front, then one worker with
+//!   `worker.concurrency` = c starts; the figure is N over the time until the last hand-back
+//!   committed. API requests per job are the executor's rate-limiter count (every request but the
+//!   one shared pod watch) over N.
+//! - **Memory.** The real binary (`flext-kubernetes run`) with 100 jobs whose pods run (`sleep`)
+//!   and with 1000 jobs whose pods stay Pending (they ask for more memory than any node has): its
+//!   `VmRSS` (highest sample over a few seconds once all are in flight) and `VmHWM`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::missing_panics_doc,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)] // a benchmark stops loudly; the casts turn counts and durations into printed figures
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::WindmillJob;
+use flext_kubernetes::config::Config;
+use flext_kubernetes::executor::kubernetes::render::{
+    LABEL_JOB_ID, LABEL_MANAGED_BY, MAIN_CONTAINER, MANAGER,
+};
+use flext_kubernetes::executor::{Executor, KubernetesExecutor};
+use flext_kubernetes::queue::{PgQueue, Queue};
+use flext_kubernetes::worker::Worker;
+use futures::StreamExt as _;
+use k8s_openapi::api::batch::v1::Job as KubeJob;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+use serde_json::json;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use uuid::Uuid;
+
+/// The worker's poll interval when the queue is empty (the default is 100ms).
+const POLL_INTERVAL: &str = "20ms";
+/// Per-pod requests: small, so that 100 pods fit the bed's 4-CPU, 8 GiB node.
+const POD_CPU: &str = "10m";
+const POD_MEMORY: &str = "64Mi";
+/// The small job: a Bash script whose last line is its result.
+const ECHO: &str = "echo \"hello $1\"\necho '{\"ok\": true}'\n";
+
+const LATENCY_JOBS: usize = 100;
+const LATENCY_RATE_PER_S: u64 = 4;
+const LATENCY_CONCURRENCY: usize = 20;
+
+/// (concurrency, jobs, `api_qps`): the first three at a budget that does not bind, the last at the
+/// default budget.
+const THROUGHPUT: [(usize, usize, u32); 4] = [
+    (1, 12, 1000),
+    (10, 60, 1000),
+    (100, 300, 1000),
+    (100, 200, 50),
+];
+
+/// Bound on any one wait; the whole run stays well below 10 minutes when the bed keeps up.
+const PHASE_LIMIT: Duration = Duration::from_secs(150);
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let started = Instant::now();
+    let admin = common::admin_url();
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "KUBECONFIG is not set: run `scripts/bench k8s`, which starts the test bed"
+    );
+    let client = Client::try_default()
+        .await
+        .expect("a client for the test bed");
+    let namespace = format!("bench-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create the bench namespace");
+    let db = BenchDb::new(&admin).await;
+    let seen = Observer::spawn(client.clone(), &namespace);
+    seen.synced().await;
+
+    println!(
+        "Kubernetes benchmark: test bed at {}, PostgreSQL at {}, namespace {namespace}",
+        std::env::var("FLEXT_TESTBED_APISERVER").unwrap_or_else(|_| "(KUBECONFIG)".into()),
+        flext_kubernetes::config::redact_url(&admin)
+    );
+    println!(
+        "jobs: Bash `echo` scripts (image bash:5.2 → the host's shell, runner copied in by the init container), \
+         pods request cpu={POD_CPU} memory={POD_MEMORY}; worker poll interval {POLL_INTERVAL}; {} cores\n",
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+    );
+
+    let latency = latency(&db, &client, &namespace, &seen).await;
+    println!("{latency}");
+    let mut rows = Vec::new();
+    for (concurrency, jobs, qps) in THROUGHPUT {
+        rows.push(throughput(&db, &namespace, &seen, concurrency, jobs, qps).await);
+    }
+    print_throughput(&rows);
+    let memory = memory(&db, &client, &namespace, &seen).await;
+    println!("{memory}");
+
+    let gone = delete_namespace(&client, &namespace).await;
+    db.drop().await;
+    println!(
+        "total {:.0}s; namespace {namespace} {}",
+        started.elapsed().as_secs_f64(),
+        if gone {
+            "deleted"
+        } else {
+            "deletion still in progress"
+        }
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The database: a fresh clone of the Windmill schema with a commit-time probe.
+
+struct BenchDb {
+    pool: PgPool,
+    url: String,
+    name: String,
+    admin: String,
+}
+
+impl BenchDb {
+    async fn new(admin: &str) -> Self {
+        // Not `flext_test_*`: `scripts/test` drops those when it starts, even during a bench run.
+        let name = format!("flext_bench_{}", Uuid::new_v4().simple());
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(admin)
+            .await
+            .expect("connect to PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name} TEMPLATE flext_template"
+        )))
+        .execute(&pool)
+        .await
+        .expect("clone flext_template");
+        pool.close().await;
+        let url = common::url_for(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect(&url)
+            .await
+            .expect("connect to the bench database");
+        // The hand-back ends with the UPDATE that moves the row to the finalize tag; a deferred
+        // constraint trigger runs at COMMIT, so its clock_timestamp() is the commit instant
+        // (scheduled_for = now() is the transaction's start).
+        sqlx::raw_sql(
+            "CREATE TABLE bench_hand_back (id uuid PRIMARY KEY, committed_at timestamptz NOT NULL);
+             CREATE FUNCTION bench_note_hand_back() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO bench_hand_back VALUES (NEW.id, clock_timestamp()) ON CONFLICT DO NOTHING;
+                 RETURN NULL;
+             END $$;
+             CREATE CONSTRAINT TRIGGER bench_hand_back AFTER UPDATE ON v2_job_queue
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+                 WHEN (NEW.tag = 'flow' AND NOT NEW.running)
+                 EXECUTE FUNCTION bench_note_hand_back();",
+        )
+        .execute(&pool)
+        .await
+        .expect("install the hand-back probe");
+        Self {
+            pool,
+            url,
+            name,
+            admin: admin.to_owned(),
+        }
+    }
+
+    async fn push(&self, code: &str) -> Uuid {
+        let job = WindmillJob::preview(code)
+            .lang("bash")
+            .args(json!({"name": "bench"}));
+        common::push(&self.pool, job).await.0
+    }
+
+    async fn handed_back(&self, ids: &[Uuid]) -> usize {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM bench_hand_back WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count hand-backs");
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    async fn claimed(&self, ids: &[Uuid]) -> usize {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM v2_job_queue WHERE id = ANY($1) AND running")
+                .bind(ids)
+                .fetch_one(&self.pool)
+                .await
+                .expect("count claimed");
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    /// Jobs handed back as a failure (`pre_run_error` set), with one of their messages.
+    async fn failures(&self, ids: &[Uuid]) -> (usize, Option<String>) {
+        let (n, example): (i64, Option<String>) = sqlx::query_as(
+            "SELECT count(*), min(pre_run_error) FROM v2_job WHERE id = ANY($1) AND pre_run_error IS NOT NULL",
+        )
+        .bind(ids)
+        .fetch_one(&self.pool)
+        .await
+        .expect("count failures");
+        (usize::try_from(n).unwrap_or(0), example)
+    }
+
+    async fn drop(self) {
+        self.pool.close().await;
+        if let Ok(admin) = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.admin)
+            .await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&admin)
+            .await;
+            admin.close().await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The observer: a watch of the namespace's Jobs and Pods, noting when each event is seen here.
+
+#[derive(Default)]
+struct Seen {
+    synced: usize,
+    /// Job id → when its (first) Kubernetes Job was first seen.
+    job_added: HashMap<Uuid, SystemTime>,
+    /// Job id → when its pod's main container was first seen terminated.
+    terminated: HashMap<Uuid, SystemTime>,
+    /// Pods whose main container runs.
+    running: HashSet<String>,
+    /// Pods the node agent reported unschedulable.
+    unschedulable: HashSet<String>,
+}
+
+#[derive(Clone)]
+struct Observer(Arc<Mutex<Seen>>);
+
+fn job_id(meta: &kube::api::ObjectMeta) -> Option<Uuid> {
+    meta.labels.as_ref()?.get(LABEL_JOB_ID)?.parse().ok()
+}
+
+impl Observer {
+    fn spawn(client: Client, namespace: &str) -> Self {
+        let this = Self(Arc::default());
+        let selector = format!("{LABEL_MANAGED_BY}={MANAGER}");
+        let jobs: Api<KubeJob> = Api::namespaced(client.clone(), namespace);
+        let pods: Api<Pod> = Api::namespaced(client, namespace);
+        let me = this.clone();
+        let config = watcher::Config::default().labels(&selector);
+        let job_config = config.clone();
+        tokio::spawn(async move {
+            let stream = watcher::watcher(jobs, job_config).default_backoff();
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                let now = SystemTime::now();
+                let mut seen = me.lock();
+                match event {
+                    Ok(Event::Apply(job) | Event::InitApply(job)) => {
+                        if let Some(id) = job_id(&job.metadata) {
+                            seen.job_added.entry(id).or_insert(now);
+                        }
+                    }
+                    Ok(Event::InitDone) => seen.synced += 1,
+                    _ => {}
+                }
+            }
+        });
+        let me = this.clone();
+        tokio::spawn(async move {
+            let stream = watcher::watcher(pods, config).default_backoff();
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                let now = SystemTime::now();
+                let mut seen = me.lock();
+                match event {
+                    Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
+                        seen.pod(&pod, now);
+                    }
+                    Ok(Event::Delete(pod)) => {
+                        let name = pod.metadata.name.unwrap_or_default();
+                        seen.running.remove(&name);
+                        seen.unschedulable.remove(&name);
+                    }
+                    Ok(Event::InitDone) => seen.synced += 1,
+                    _ => {}
+                }
+            }
+        });
+        this
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn synced(&self) {
+        wait_for("the bench's watches to sync", || async {
+            self.lock().synced >= 2
+        })
+        .await;
+    }
+}
+
+impl Seen {
+    fn pod(&mut self, pod: &Pod, now: SystemTime) {
+        let (Some(id), Some(name)) = (job_id(&pod.metadata), pod.metadata.name.clone()) else {
+            return;
+        };
+        let status = pod.status.as_ref();
+        let main = status
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.iter().find(|c| c.name == MAIN_CONTAINER))
+            .and_then(|c| c.state.as_ref());
+        if main.is_some_and(|s| s.terminated.is_some()) {
+            self.terminated.entry(id).or_insert(now);
+        }
+        if main.is_some_and(|s| s.running.is_some()) {
+            self.running.insert(name.clone());
+        } else {
+            self.running.remove(&name);
+        }
+        let unschedulable = status.and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
+            c.iter()
+                .any(|c| c.type_ == "PodScheduled" && c.status == "False")
+        });
+        if unschedulable {
+            self.unschedulable.insert(name);
+        } else {
+            self.unschedulable.remove(&name);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers.
+
+fn settings(namespace: &str, name: &str, concurrency: usize, qps: u32) -> BTreeMap<String, String> {
+    [
+        ("FLEXT__WORKER__NAME", name.to_owned()),
+        ("FLEXT__WORKER__CONCURRENCY", concurrency.to_string()),
+        ("FLEXT__WORKER__POLL_INTERVAL", POLL_INTERVAL.to_owned()),
+        ("FLEXT__WINDMILL__TAGS", "[k8s]".to_owned()),
+        ("FLEXT__CLUSTER__NAMESPACE", namespace.to_owned()),
+        (
+            "FLEXT__JOB_TEMPLATE__IMAGE",
+            "flext-kubernetes:dev".to_owned(),
+        ),
+        ("FLEXT__RESOURCES__DEFAULT_CPU", POD_CPU.to_owned()),
+        ("FLEXT__RESOURCES__DEFAULT_MEMORY", POD_MEMORY.to_owned()),
+        ("FLEXT__RESOURCES__DEFAULT_STORAGE", "1Gi".to_owned()),
+        ("FLEXT__EXECUTOR__API_QPS", qps.to_string()),
+        ("FLEXT__EXECUTOR__API_BURST", qps.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+async fn in_process_worker(
+    db: &BenchDb,
+    namespace: &str,
+    concurrency: usize,
+    qps: u32,
+) -> (Worker, KubernetesExecutor) {
+    let env = settings(
+        namespace,
+        &format!("wk-bench-c{concurrency}"),
+        concurrency,
+        qps,
+    );
+    let config = Config::from_yaml("", &env).expect("bench config");
+    let executor = KubernetesExecutor::connect(Arc::new(config.clone()))
+        .await
+        .expect("the executor connects to the bed");
+    let queue = Queue::Postgres(PgQueue::from_pool(db.pool.clone()));
+    let worker = Worker::new(config, queue, Executor::Kubernetes(executor.clone()));
+    (worker, executor)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Latency.
+
+async fn latency(db: &BenchDb, client: &Client, namespace: &str, seen: &Observer) -> String {
+    let (worker, _executor) = in_process_worker(db, namespace, LATENCY_CONCURRENCY, 1000).await;
+    let handle = worker.spawn();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let period = Duration::from_micros(1_000_000 / LATENCY_RATE_PER_S);
+    let mut next = tokio::time::Instant::now();
+    let mut enqueued = HashMap::new();
+    let mut ids = Vec::new();
+    for _ in 0..LATENCY_JOBS {
+        let id = db.push(ECHO).await;
+        enqueued.insert(id, SystemTime::now());
+        ids.push(id);
+        next += period;
+        tokio::time::sleep_until(next).await;
+    }
+    let complete = wait_until(|| async { db.handed_back(&ids).await >= ids.len() }).await;
+    handle.shutdown().await;
+    let rows: Vec<(Uuid, f64, f64, f64)> = sqlx::query_as(
+        "SELECT q.id, extract(epoch FROM q.started_at)::float8, extract(epoch FROM h.committed_at)::float8,
+                extract(epoch FROM h.committed_at - q.scheduled_for)::float8
+         FROM v2_job_queue q JOIN bench_hand_back h USING (id) WHERE q.id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&db.pool)
+    .await
+    .expect("read the hand-backs");
+    let (failed, example) = db.failures(&ids).await;
+    let (mut to_claim, mut to_job, mut claim_to_job, mut to_hand_back, mut commit_tx) = {
+        let seen = seen.lock();
+        let (mut to_claim, mut to_job, mut claim_to_job, mut to_hand_back, mut commit_tx) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (id, started_at, committed_at, tx) in rows {
+            let queued = epoch(enqueued[&id]);
+            to_claim.push(started_at - queued);
+            if let Some(added) = seen.job_added.get(&id) {
+                to_job.push(epoch(*added) - queued);
+                claim_to_job.push(epoch(*added) - started_at);
+            }
+            if let Some(terminated) = seen.terminated.get(&id) {
+                to_hand_back.push(committed_at - epoch(*terminated));
+            }
+            commit_tx.push(tx);
+        }
+        (to_claim, to_job, claim_to_job, to_hand_back, commit_tx)
+    };
+    delete_jobs(client, namespace).await;
+    let mut out = format!(
+        "Latency: {LATENCY_JOBS} jobs queued at {LATENCY_RATE_PER_S}/s, one worker (concurrency {LATENCY_CONCURRENCY}, api_qps 1000)\n\n\
+         | interval | p50 | p99 | samples |\n|---|---:|---:|---:|\n"
+    );
+    for (what, samples) in [
+        ("enqueue → Job seen (watch)", &mut to_job),
+        (
+            "  enqueue → claimed (`started_at`; poll interval)",
+            &mut to_claim,
+        ),
+        ("  claimed → Job seen (watch)", &mut claim_to_job),
+        (
+            "main container terminated (watch) → hand-back committed",
+            &mut to_hand_back,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {what} | {} | {} | {} |",
+            ms(percentile(samples, 0.5)),
+            ms(percentile(samples, 0.99)),
+            samples.len()
+        );
+    }
+    let _ = write!(
+        out,
+        "\nThe hand-back transaction itself (commit − its `now()`): p50 {}, p99 {}.",
+        ms(percentile(&mut commit_tx, 0.5)),
+        ms(percentile(&mut commit_tx, 0.99))
+    );
+    if !complete {
+        let _ = write!(
+            out,
+            "\nTIMED OUT after {}s: only {} of {LATENCY_JOBS} jobs were handed back.",
+            PHASE_LIMIT.as_secs(),
+            commit_tx.len()
+        );
+    }
+    if failed > 0 {
+        let _ = write!(
+            out,
+            "\n{failed} job(s) failed, e.g.: {}",
+            example.unwrap_or_default()
+        );
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throughput.
+
+struct Throughput {
+    concurrency: usize,
+    qps: u32,
+    jobs: usize,
+    done: usize,
+    failed: usize,
+    failure: Option<String>,
+    seconds: f64,
+    requests: u64,
+}
+
+async fn throughput(
+    db: &BenchDb,
+    namespace: &str,
+    seen: &Observer,
+    concurrency: usize,
+    jobs: usize,
+    qps: u32,
+) -> Throughput {
+    let (worker, executor) = in_process_worker(db, namespace, concurrency, qps).await;
+    let mut ids = Vec::with_capacity(jobs);
+    for _ in 0..jobs {
+        ids.push(db.push(ECHO).await);
+    }
+    let before = executor.api_requests();
+    let started = SystemTime::now();
+    let handle = worker.spawn();
+    wait_until(|| async { db.handed_back(&ids).await >= jobs }).await;
+    handle.shutdown().await;
+    let requests = executor.api_requests() - before;
+    let (done, last): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), extract(epoch FROM max(committed_at))::float8 FROM bench_hand_back WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_one(&db.pool)
+    .await
+    .expect("last hand-back");
+    let (failed, example) = db.failures(&ids).await;
+    // Jobs are deleted by the worker after the hand-back; wait for the pods to go, so that the
+    // next round starts on an idle bed.
+    wait_until(|| async {
+        let seen = seen.lock();
+        seen.running.is_empty()
+    })
+    .await;
+    Throughput {
+        concurrency,
+        qps,
+        jobs,
+        done: usize::try_from(done).unwrap_or(0),
+        failed,
+        failure: example,
+        seconds: last.map_or(f64::NAN, |l| l - epoch(started)),
+        requests,
+    }
+}
+
+fn print_throughput(rows: &[Throughput]) {
+    println!(
+        "Throughput: N jobs queued up front, then one worker starts; time until the last hand-back committed\n"
+    );
+    println!(
+        "| worker.concurrency | api_qps (burst) | jobs | wall time | jobs/s | vs c=1 | API requests/job |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let base = rows.first().map(|r| r.done as f64 / r.seconds);
+    for r in rows {
+        let rate = r.done as f64 / r.seconds;
+        let mut jobs = r.jobs.to_string();
+        if r.done < r.jobs {
+            jobs = format!("{} of {} (timed out)", r.done, r.jobs);
+        }
+        if r.failed > 0 {
+            let _ = write!(jobs, ", {} failed", r.failed);
+        }
+        println!(
+            "| {} | {} | {jobs} | {:.1} s | {rate:.1} | {:.2}x | {:.1} |",
+            r.concurrency,
+            r.qps,
+            r.seconds,
+            base.map_or(f64::NAN, |b| rate / b),
+            r.requests as f64 / r.jobs as f64
+        );
+    }
+    for r in rows {
+        if let Some(failure) = &r.failure {
+            println!(
+                "\nc={} api_qps={}: {} job(s) failed, e.g.: {}",
+                r.concurrency,
+                r.qps,
+                r.failed,
+                failure.trim()
+            );
+        }
+    }
+    println!();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory of the real binary.
+
+/// The worker process, killed (`SIGKILL`) when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_binary(db: &BenchDb, namespace: &str, concurrency: usize, qps: u32) -> Child {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_flext-kubernetes"));
+    command
+        .arg("run")
+        .env("FLEXT_DATABASE_URL", &db.url)
+        .env("FLEXT__EXECUTOR__PENDING_BUDGET", "1h")
+        .env("FLEXT__TELEMETRY__LEVEL", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in settings(
+        namespace,
+        &format!("wk-bench-rss-{concurrency}"),
+        concurrency,
+        qps,
+    ) {
+        command.env(k, v);
+    }
+    Child(command.spawn().expect("start flext-kubernetes run"))
+}
+
+/// `VmRSS` and `VmHWM` of a process, in KiB.
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The highest `VmRSS` over `period` (sampled every 100 ms) and the `VmHWM` at its end.
+async fn sample(pid: u32, period: Duration) -> (u64, u64) {
+    let end = Instant::now() + period;
+    let mut peak = 0;
+    let mut hwm = 0;
+    while Instant::now() < end {
+        let (now, high) = rss(pid);
+        peak = peak.max(now);
+        hwm = high;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (peak, hwm)
+}
+
+async fn memory(db: &BenchDb, client: &Client, namespace: &str, seen: &Observer) -> String {
+    let mut out = String::from(
+        "Worker memory: the release binary `flext-kubernetes run` (one process per row), pod watch and \
+         all jobs in flight; RSS = highest VmRSS over 3 s once all are in flight, HWM = VmHWM then\n\n\
+         | in-flight jobs | what they are | time to get there | VmRSS | VmHWM |\n|---:|---|---:|---:|---:|\n",
+    );
+    // 100 running pods.
+    let child = spawn_binary(db, namespace, 100, 1000);
+    let pid = child.0.id();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (idle, idle_hwm) = sample(pid, Duration::from_secs(1)).await;
+    let _ = writeln!(
+        out,
+        "| 0 | idle, 2 s after start | - | {} | {} |",
+        mib(idle),
+        mib(idle_hwm)
+    );
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        ids.push(db.push("echo started\nsleep 600\n").await);
+    }
+    let t0 = Instant::now();
+    let reached =
+        wait_until(|| async { seen.lock().running.len() >= 100 && db.claimed(&ids).await >= 100 })
+            .await;
+    let took = t0.elapsed();
+    let running = seen.lock().running.len();
+    let (peak, hwm) = sample(pid, Duration::from_secs(3)).await;
+    let _ = writeln!(
+        out,
+        "| 100 | pods Running (`sleep 600`), logs followed{} | {:.0} s | {} | {} |",
+        if reached {
+            String::new()
+        } else {
+            format!(" — TIMED OUT: {running} running")
+        },
+        took.as_secs_f64(),
+        mib(peak),
+        mib(hwm)
+    );
+    drop(child);
+    delete_jobs(client, namespace).await;
+
+    // 1000 pending pods.
+    let child = spawn_binary(db, namespace, 1000, 200);
+    let pid = child.0.id();
+    let mut ids = Vec::new();
+    for _ in 0..1000 {
+        ids.push(db.push("# k8s: memory=900Gi\necho never\n").await);
+    }
+    let t0 = Instant::now();
+    let reached = wait_until(|| async {
+        let jobs_and_pods = {
+            let seen = seen.lock();
+            let jobs = ids
+                .iter()
+                .filter(|id| seen.job_added.contains_key(id))
+                .count();
+            jobs >= 1000 && seen.unschedulable.len() >= 1000
+        };
+        jobs_and_pods && db.claimed(&ids).await >= 1000
+    })
+    .await;
+    let took = t0.elapsed();
+    let (jobs, pending) = {
+        let seen = seen.lock();
+        (
+            ids.iter()
+                .filter(|id| seen.job_added.contains_key(id))
+                .count(),
+            seen.unschedulable.len(),
+        )
+    };
+    let (peak, hwm) = sample(pid, Duration::from_secs(3)).await;
+    let _ = writeln!(
+        out,
+        "| 1000 | pods Pending (`memory=900Gi`: no node fits; the bed cannot run 1000 processes), api_qps 200{} | {:.0} s | {} | {} |",
+        if reached {
+            String::new()
+        } else {
+            format!(" — TIMED OUT: {jobs} Jobs, {pending} pods Unschedulable")
+        },
+        took.as_secs_f64(),
+        mib(peak),
+        mib(hwm)
+    );
+    drop(child);
+    delete_jobs(client, namespace).await;
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+async fn delete_jobs(client: &Client, namespace: &str) {
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    let _ = Api::<KubeJob>::namespaced(client.clone(), namespace)
+        .delete_collection(&params, &ListParams::default())
+        .await;
+}
+
+async fn delete_namespace(client: &Client, namespace: &str) -> bool {
+    let api = Api::<Namespace>::all(client.clone());
+    let _ = api.delete(namespace, &DeleteParams::default()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if matches!(api.get_opt(namespace).await, Ok(None)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+/// Polls `check` every 50 ms until it holds or [`PHASE_LIMIT`] passes; whether it held.
+async fn wait_until<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + PHASE_LIMIT;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn wait_for<F, Fut>(what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(wait_until(check).await, "timed out waiting for {what}");
+}
+
+fn epoch(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// Nearest-rank percentile (seconds); NaN without samples.
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(f64::total_cmp);
+    let rank = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+    samples[rank - 1]
+}
+
+fn ms(seconds: f64) -> String {
+    format!("{:.1} ms", seconds * 1000.0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}

@@ -73,6 +73,9 @@ impl PodWatch {
     }
 
     fn apply(&self, event: Event<Pod>) {
+        // Managed fields are the bulk of a pod object and nothing here reads them: with a
+        // thousand jobs in flight they would dominate the worker's memory.
+        let event = event.modify(|pod| pod.metadata.managed_fields = None);
         let mut woken = Vec::new();
         {
             let mut inner = self.lock();

@@ -206,11 +206,27 @@ func (c *containerRun) execute(volumes map[string]string, img *ImageConfig, imag
 	// Own process group (signals reach the whole container), own mount namespace (Go makes
 	// it private), killed by the kernel if the agent dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
+	// Our own pipes, not cmd.StdoutPipe: Wait closes those as soon as the process exits, and
+	// output still buffered in the pipe (often the last lines, under load) would be lost.
+	stdout, stdoutW, err := os.Pipe()
+	if err != nil {
+		return fail("StartError", err.Error())
+	}
+	defer stdout.Close()
+	stderr, stderrW, err := os.Pipe()
+	if err != nil {
+		stdoutW.Close()
+		return fail("StartError", err.Error())
+	}
+	defer stderr.Close()
+	cmd.Stdout, cmd.Stderr = stdoutW, stderrW
 	at := &attempt{logPath: logPath, done: make(chan struct{})}
 	defer close(at.done)
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	// The child has its copies; ours must go so that the readers see EOF when it is done.
+	stdoutW.Close()
+	stderrW.Close()
+	if err != nil {
 		return fail("StartError", err.Error())
 	}
 	pid := cmd.Process.Pid
@@ -256,11 +272,15 @@ func (c *containerRun) execute(volumes map[string]string, img *ImageConfig, imag
 	// Whatever the main process left behind dies with it, as in a container.
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 	cg.killAll()
+	// Every line must be in the log file before the container counts as terminated (readers
+	// take the terminated state as "the log is complete"). The process group is dead, so EOF
+	// comes as soon as the copiers have drained the pipes; the bound only guards against a
+	// descendant that escaped the group.
 	copied := make(chan struct{})
 	go func() { copying.Wait(); close(copied) }()
 	select {
 	case <-copied:
-	case <-time.After(2 * time.Second):
+	case <-time.After(30 * time.Second):
 	}
 	finished := metav1.Now()
 

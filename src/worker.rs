@@ -47,6 +47,8 @@ enum StopReason {
 struct Running {
     workspace: String,
     cancel: CancellationToken,
+    /// Fired when the job became another worker's: stop following it, touch nothing.
+    detach: CancellationToken,
     stop: Mutex<Option<StopReason>>,
     memory_peak_kib: AtomicI32,
 }
@@ -57,10 +59,17 @@ impl Running {
             .stop
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lost_to_another = matches!(reason, StopReason::Lost(JobState::Lost { .. }));
         if stop.is_none() {
             *stop = Some(reason);
         }
-        self.cancel.cancel();
+        // A job another worker now holds keeps its work running (that worker adopts it); a
+        // canceled job, or one Windmill no longer has, has its work stopped and removed.
+        if lost_to_another {
+            self.detach.cancel();
+        } else {
+            self.cancel.cancel();
+        }
     }
 
     fn stop_reason(&self) -> Option<StopReason> {
@@ -327,6 +336,7 @@ impl Worker {
         let running = Arc::new(Running {
             workspace: job.workspace.clone(),
             cancel: CancellationToken::new(),
+            detach: CancellationToken::new(),
             stop: Mutex::new(None),
             memory_peak_kib: AtomicI32::new(-1),
         });
@@ -434,6 +444,12 @@ impl Worker {
                         // Shutdown past its grace: leave the job owned in Windmill for the next
                         // worker. Its logs so far are flushed; no hand-back.
                         tracing::warn!("abandoned at shutdown; left running in Windmill for adoption");
+                        logs.finish().await;
+                        shared.running().remove(&job.id);
+                        return;
+                    }
+                    () = running.detach.cancelled() => {
+                        tracing::warn!("job is now another worker's; leaving its work to that worker");
                         logs.finish().await;
                         shared.running().remove(&job.id);
                         return;
@@ -873,6 +889,40 @@ mod tests {
         until("the job running", || memory.running().len() == 1).await;
         memory.delete(id);
         until("the worker to drop it", || handle.running() == 0).await;
+        assert!(memory.handed_back().is_empty());
+        handle.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_taken_by_another_worker_is_left_running_for_it() {
+        let memory = MemoryQueue::new();
+        let job = crate::testing::job();
+        let id = job.id;
+        memory.push(job);
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = stopped.clone();
+        let executor = Executor::InProcess(InProcessExecutor::new(
+            &["python3"],
+            Arc::new(
+                move |_job: &Job, cancel: CancellationToken, _logs: &crate::logs::LogSink| {
+                    let seen = seen.clone();
+                    Box::pin(async move {
+                        cancel.cancelled().await;
+                        seen.store(true, Ordering::SeqCst);
+                        Outcome::Canceled
+                    })
+                },
+            ),
+        ));
+        let handle = Worker::new(config(4), Queue::Memory(memory.clone()), executor).spawn();
+        until("the job running", || memory.running().len() == 1).await;
+        memory.reassign(id, "wk-other");
+        until("the worker to let go", || handle.running() == 0).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !stopped.load(Ordering::SeqCst),
+            "the work was stopped, though another worker holds the job now"
+        );
         assert!(memory.handed_back().is_empty());
         handle.shutdown().await;
     }

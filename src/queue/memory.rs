@@ -53,6 +53,13 @@ impl MemoryQueue {
         }
     }
 
+    /// Gives a running job to another worker, as Windmill's zombie monitor and a re-claim do.
+    pub fn reassign(&self, id: JobId, worker: &str) {
+        if let Some(entry) = self.lock().running.get_mut(&id) {
+            entry.0 = worker.to_owned();
+        }
+    }
+
     /// Deletes a running job, as if completed elsewhere.
     pub fn delete(&self, id: JobId) {
         self.lock().running.remove(&id);

@@ -56,7 +56,7 @@ impl MemoryQueue {
     /// Gives a running job to another worker, as Windmill's zombie monitor and a re-claim do.
     pub fn reassign(&self, id: JobId, worker: &str) {
         if let Some(entry) = self.lock().running.get_mut(&id) {
-            entry.0 = worker.to_owned();
+            worker.clone_into(&mut entry.0);
         }
     }
 

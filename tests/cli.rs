@@ -174,3 +174,52 @@ async fn run_claims_hands_back_and_stops_on_sigterm() {
     assert_eq!(line["span"]["windmill.workspace"], "demo");
     assert_eq!(line["outcome"], "success");
 }
+
+#[tokio::test]
+async fn render_prints_a_queued_jobs_objects_with_secrets_hidden_and_creates_nothing() {
+    let db = TestDb::new().await;
+    let id = WindmillJob::preview("# k8s: memory=512Mi\ndef main(password):\n    return 1\n")
+        .args(serde_json::json!({"password": "hunter2"}))
+        .push(&db)
+        .await;
+    let render = || {
+        flext(Some(&db.url))
+            .args(["render", &id.to_string()])
+            .output()
+            .unwrap()
+    };
+    let out = render();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("kind: ConfigMap")
+            && stdout.contains("kind: Secret")
+            && stdout.contains("kind: Job"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("flext.dev/job-id: {id}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("memory: 512Mi"), "{stdout}");
+    assert!(
+        !stdout.contains("hunter2") && stdout.contains("--show-secrets"),
+        "secret values are hidden:\n{stdout}"
+    );
+    assert_eq!(
+        render().stdout,
+        out.stdout,
+        "the same job renders byte-identical objects"
+    );
+    let shown = flext(Some(&db.url))
+        .args(["render", &id.to_string(), "--show-secrets"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("hunter2"));
+    let (running, ..) = queue_row(&db, id).await.unwrap();
+    assert!(!running, "rendering claims nothing");
+}

@@ -453,6 +453,9 @@ impl KubernetesExecutor {
                 });
             }
         };
+        // The objects are in the cluster now; a job may wait for capacity for a long time, so
+        // their copy here is not kept.
+        drop(objects);
         let id = job.id.to_string();
         let memory_limit = pod_settings.memory.value.limit.to_string();
         let mut decoder = trailer::Decoder::new(&nonce, settings.executor.max_result_bytes.0);

@@ -155,25 +155,7 @@ struct BenchDb {
 impl BenchDb {
     async fn new(admin: &str) -> Self {
         // Not `flext_test_*`: `scripts/test` drops those when it starts, even during a bench run.
-        let name = format!("flext_bench_{}", Uuid::new_v4().simple());
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(admin)
-            .await
-            .expect("connect to PostgreSQL");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE {name} TEMPLATE flext_template"
-        )))
-        .execute(&pool)
-        .await
-        .expect("clone flext_template");
-        pool.close().await;
-        let url = common::url_for(&name);
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .connect(&url)
-            .await
-            .expect("connect to the bench database");
+        let (name, url, pool) = common::clone_template(admin, "flext_bench_", 8).await;
         // The hand-back ends with the UPDATE that moves the row to the finalize tag; a deferred
         // constraint trigger runs at COMMIT, so its clock_timestamp() is the commit instant
         // (scheduled_for = now() is the transaction's start).

@@ -10,6 +10,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/mod.rs"]
+#[allow(clippy::unwrap_used)]
+mod common;
+
 use flext_kubernetes::config::Config;
 use flext_kubernetes::executor::{Executor, InProcessExecutor};
 use flext_kubernetes::queue::{PgQueue, Queue};
@@ -66,25 +70,7 @@ async fn run() {
 }
 
 async fn fresh_database(admin: &str) -> PgPool {
-    let name = format!("flext_test_bench_{}", uuid::Uuid::new_v4().simple());
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(admin)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {name} TEMPLATE flext_template"
-    )))
-    .execute(&pool)
-    .await
-    .expect("clone flext_template");
-    pool.close().await;
-    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
-    PgPoolOptions::new()
-        .max_connections(8)
-        .connect(&format!("{base}/{name}"))
-        .await
-        .expect("connect to the bench database")
+    common::clone_template(admin, "flext_bench_", 8).await.2
 }
 
 fn start(db: &PgPool, workers: usize) -> Vec<WorkerHandle> {

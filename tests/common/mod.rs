@@ -48,27 +48,39 @@ pub fn url_for(database: &str) -> String {
     format!("{base}/{database}")
 }
 
+/// Creates a database named `<prefix><random>` as a clone of `flext_template` (the Windmill
+/// schema fixture) on the server of `admin`; returns its name, URL and a pool.
+pub async fn clone_template(
+    admin: &str,
+    prefix: &str,
+    connections: u32,
+) -> (String, String, PgPool) {
+    let name = format!("{prefix}{}", Uuid::new_v4().simple());
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(admin)
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} TEMPLATE flext_template"
+    )))
+    .execute(&pool)
+    .await
+    .expect("clone flext_template (did scripts/pg start load the fixture?)");
+    pool.close().await;
+    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+    let url = format!("{base}/{name}");
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .connect(&url)
+        .await
+        .expect("connect to the new database");
+    (name, url, pool)
+}
+
 impl TestDb {
     pub async fn new() -> Self {
-        let name = format!("flext_test_{}", Uuid::new_v4().simple());
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&admin_url())
-            .await
-            .expect("connect to the test server");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE {name} TEMPLATE flext_template"
-        )))
-        .execute(&admin)
-        .await
-        .expect("clone flext_template (did scripts/pg start load the fixture?)");
-        admin.close().await;
-        let url = url_for(&name);
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .connect(&url)
-            .await
-            .expect("connect to the test database");
+        let (name, url, pool) = clone_template(&admin_url(), "flext_test_", 16).await;
         Self { pool, url, name }
     }
 

@@ -1,6 +1,7 @@
 //! flext-kubernetes: a Windmill worker group that runs each job as a Kubernetes Job.
 //!
 //! # Layout
+//! - [`backoff`]: capped, jittered retry delays (backon).
 //! - [`domain`]: job ids, kinds, languages, outcomes, failure categories — no I/O types.
 //! - [`config`]: YAML (FlexCore runtime schema and ours), env overrides, redacted secrets.
 //! - [`queue`]: the `Queue` seam — claim, heartbeat, logs, hand-back, fix-up, registration on
@@ -17,6 +18,7 @@
 //! - [`telemetry`]: process logs and host figures.
 //! - [`cli`]: the `check` and `run` commands (`main.rs` is glue only).
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod domain;

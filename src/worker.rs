@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -714,12 +713,7 @@ fn effective_timeout(job: &Job, config: &Config) -> Duration {
 /// Delays between retries of database work: exponential from 100 ms, jittered, capped at 10 s,
 /// unbounded in count.
 fn retry_delays() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build()
+    crate::backoff::delays(Duration::from_millis(100), Duration::from_secs(10))
 }
 
 #[cfg(test)]

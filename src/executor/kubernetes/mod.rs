@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{AsyncBufReadExt as _, StreamExt as _};
 use k8s_openapi::api::batch::v1::Job as KubeJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
@@ -257,12 +256,7 @@ impl KubernetesExecutor {
             memory_peak_kib: None,
         };
         let budget = pod.retries.value;
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_secs(1))
-            .with_max_delay(Duration::from_secs(30))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut delays = crate::backoff::delays(Duration::from_secs(1), Duration::from_secs(30));
         let id = job.id.to_string();
         let waker = self.inner.watch.waker(&id);
         let mut last_reason = String::new();
@@ -714,12 +708,8 @@ impl KubernetesExecutor {
     ) -> Created {
         let inner = &self.inner;
         let name = objects.job.metadata.name.clone().unwrap_or_default();
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(30))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut delays =
+            crate::backoff::delays(Duration::from_millis(200), Duration::from_secs(30));
         loop {
             let result = async {
                 // The Job first: a 409 means the attempt exists (an earlier worker made it) and

@@ -377,6 +377,68 @@ pub struct Completion {
     pub memory_peak_kib: Option<i32>,
 }
 
+impl Completion {
+    /// A failure, with nothing measured but the time it took.
+    #[must_use]
+    pub fn failed(failure: JobFailure, duration: Duration) -> Self {
+        Self {
+            outcome: Outcome::Failure(failure),
+            duration,
+            memory_peak_kib: None,
+        }
+    }
+
+    /// A cancellation, with nothing measured but the time it took.
+    #[must_use]
+    pub fn canceled(duration: Duration) -> Self {
+        Self {
+            outcome: Outcome::Canceled,
+            duration,
+            memory_peak_kib: None,
+        }
+    }
+}
+
+/// Live figures of a running job, written by the executor and read by the heartbeat.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Peak memory in KiB; -1 while unknown.
+    memory_peak_kib: std::sync::Arc<std::sync::atomic::AtomicI32>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            memory_peak_kib: std::sync::Arc::new(std::sync::atomic::AtomicI32::new(-1)),
+        }
+    }
+}
+
+impl Progress {
+    /// Nothing measured yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Raises the recorded peak (never lowers it).
+    pub fn record_memory_peak_kib(&self, kib: u64) {
+        let kib = i32::try_from(kib).unwrap_or(i32::MAX);
+        self.memory_peak_kib
+            .fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The peak so far, when measured.
+    #[must_use]
+    pub fn memory_peak_kib(&self) -> Option<i32> {
+        Some(
+            self.memory_peak_kib
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .filter(|k| *k >= 0)
+    }
+}
+
 /// Why Windmill canceled a job (`v2_job_queue.canceled_by` / `canceled_reason`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cancellation {

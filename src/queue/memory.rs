@@ -5,13 +5,18 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Beat, FixUp, HandBack, HandBackResult, JobState, LogChunk, WorkerPing};
+use super::{Beat, FixUp, HandBack, HandBackResult, JobState, LogChunk, OwnedJob, WorkerPing};
 use crate::domain::{Cancellation, Job, JobId, JobKind, Outcome};
 
 #[derive(Debug, Default)]
 struct State {
     waiting: VecDeque<Job>,
     running: BTreeMap<JobId, (String, Option<Cancellation>)>,
+    /// The jobs behind `running`, for adoption after a restart.
+    claimed: BTreeMap<JobId, Job>,
+    /// Every cancellation recorded, kept after the hand-back.
+    cancellations: BTreeMap<JobId, Cancellation>,
+    hand_back_refusals: usize,
     logs: BTreeMap<JobId, String>,
     handed_back: Vec<(JobId, String, Outcome)>,
     pings: Vec<WorkerPing>,
@@ -45,12 +50,34 @@ impl MemoryQueue {
 
     /// Sets `canceled_by` on a job.
     pub fn cancel(&self, id: JobId, by: &str, reason: Option<String>) {
-        if let Some(entry) = self.lock().running.get_mut(&id) {
-            entry.1 = Some(Cancellation {
-                by: by.to_owned(),
-                reason,
-            });
+        let cancellation = Cancellation {
+            by: by.to_owned(),
+            reason,
+        };
+        let mut state = self.lock();
+        if let Some(entry) = state.running.get_mut(&id) {
+            entry.1 = Some(cancellation.clone());
+            state.cancellations.insert(id, cancellation);
         }
+    }
+
+    /// The cancellation recorded for a job (`canceled_by`, `canceled_reason`), if any.
+    #[must_use]
+    pub fn cancellation(&self, id: JobId) -> Option<Cancellation> {
+        self.lock().cancellations.get(&id).cloned()
+    }
+
+    /// Puts a job in the queue as already running under `worker` (claimed by a run of it that
+    /// stopped).
+    pub fn push_running(&self, job: Job, worker: &str) {
+        let mut state = self.lock();
+        state.running.insert(job.id, (worker.to_owned(), None));
+        state.claimed.insert(job.id, job);
+    }
+
+    /// Makes the next `n` hand-backs fail with an error that retrying cannot fix.
+    pub fn refuse_next_hand_backs(&self, n: usize) {
+        self.lock().hand_back_refusals = n;
     }
 
     /// Gives a running job to another worker, as Windmill's zombie monitor and a re-claim do.
@@ -107,7 +134,36 @@ impl MemoryQueue {
         })?;
         let job = state.waiting.remove(index)?;
         state.running.insert(job.id, (worker.to_owned(), None));
+        state.claimed.insert(job.id, job.clone());
         Some(job)
+    }
+
+    pub(super) fn adopt(&self, worker: &str, id: JobId) -> Option<Job> {
+        let state = self.lock();
+        match state.running.get(&id) {
+            Some((holder, _)) if holder == worker => state.claimed.get(&id).cloned(),
+            _ => None,
+        }
+    }
+
+    /// Whether this hand-back is to be refused (see [`Self::refuse_next_hand_backs`]).
+    pub(super) fn refuses_hand_back(&self) -> bool {
+        let mut state = self.lock();
+        let refuse = state.hand_back_refusals > 0;
+        state.hand_back_refusals = state.hand_back_refusals.saturating_sub(1);
+        refuse
+    }
+
+    pub(super) fn owned(&self, worker: &str) -> Vec<OwnedJob> {
+        self.lock()
+            .running
+            .iter()
+            .filter(|(_, (holder, _))| holder == worker)
+            .map(|(id, (_, cancel))| OwnedJob {
+                id: *id,
+                canceled: cancel.is_some(),
+            })
+            .collect()
     }
 
     pub(super) fn heartbeat(&self, worker: &str, beats: &[Beat]) -> Vec<(JobId, JobState)> {
@@ -161,6 +217,7 @@ impl MemoryQueue {
                     hand_back.completion.outcome.clone()
                 };
                 state.running.remove(&hand_back.id);
+                state.claimed.remove(&hand_back.id);
                 state
                     .handed_back
                     .push((hand_back.id, worker.to_owned(), outcome));

@@ -176,6 +176,15 @@ pub struct FixUp {
     pub record: Value,
 }
 
+/// A job running under a worker's name in Windmill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnedJob {
+    /// The job.
+    pub id: JobId,
+    /// Whether `canceled_by` is set.
+    pub canceled: bool,
+}
+
 /// A chunk of log text for one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogChunk {
@@ -239,7 +248,15 @@ impl Queue {
     pub async fn adopt(&self, worker: &str, id: JobId, stale: Duration) -> Result<Option<Job>> {
         match self {
             Self::Postgres(q) => q.adopt(worker, id, stale).await,
-            Self::Memory(_) => Ok(None),
+            Self::Memory(q) => Ok(q.adopt(worker, id)),
+        }
+    }
+
+    /// The jobs running under `worker`'s name in Windmill.
+    pub async fn owned(&self, worker: &str) -> Result<Vec<OwnedJob>> {
+        match self {
+            Self::Postgres(q) => q.owned(worker).await,
+            Self::Memory(q) => Ok(q.owned(worker)),
         }
     }
 
@@ -299,6 +316,10 @@ impl Queue {
     ) -> Result<HandBackResult> {
         match self {
             Self::Postgres(q) => q.hand_back(worker, finalize_tag, hand_back).await,
+            Self::Memory(q) if q.refuses_hand_back() => Err(Error::Database {
+                what: "writing the outcome to v2_job (refused by the memory queue)",
+                source: sqlx::Error::Protocol("refused by the memory queue".into()),
+            }),
             Self::Memory(q) => Ok(q.hand_back(worker, finalize_tag, hand_back)),
         }
     }

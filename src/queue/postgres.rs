@@ -9,7 +9,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use super::{Beat, Error, FixUp, HandBack, HandBackResult, JobState, LogChunk, Result, WorkerPing};
+use super::{
+    Beat, Error, FixUp, HandBack, HandBackResult, JobState, LogChunk, OwnedJob, Result, WorkerPing,
+};
 use crate::config::{Secret, redact_url};
 use crate::domain::{Cancellation, FlowStep, Job, JobId, JobKind, Language, Outcome};
 
@@ -24,6 +26,7 @@ const ADOPT: &str = concat!(
 const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
 const TIMEOUT: &str = include_str!("sql/timeout.sql");
 const APPEND_LOGS: &str = include_str!("sql/append_logs.sql");
+const OWNED_JOBS: &str = include_str!("sql/owned_jobs.sql");
 const LOCK_FOR_HAND_BACK: &str = include_str!("sql/lock_for_hand_back.sql");
 const HAND_BACK_SUCCESS: &str = include_str!("sql/hand_back_success.sql");
 const HAND_BACK_FAILURE: &str = include_str!("sql/hand_back_failure.sql");
@@ -109,6 +112,22 @@ impl PgQueue {
             .await
             .map_err(Error::db("adopting a running job"))?;
         row.map(|row| job_from_row(&row)).transpose()
+    }
+
+    pub(super) async fn owned(&self, worker: &str) -> Result<Vec<OwnedJob>> {
+        let rows = sqlx::query(OWNED_JOBS)
+            .bind(worker)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::db("listing the jobs running under our name"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(OwnedJob {
+                    id: JobId(get(row, "id")?),
+                    canceled: get(row, "canceled")?,
+                })
+            })
+            .collect()
     }
 
     pub(super) async fn in_queue(&self, id: JobId) -> Result<bool> {

@@ -1,0 +1,301 @@
+//! One job's life on this worker: run it through the executor within its timeout, hand the
+//! outcome back to Windmill (retrying what may succeed later), let the executor clean up, and
+//! queue the fix-up. A panic in the job's task still ends the job in Windmill, as a failure.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::FutureExt as _;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{Instrument, field};
+
+use super::state::{RunningEntry, RunningJob, StopReason};
+use super::{Jobs, retry_delays};
+use crate::config::Config;
+use crate::domain::{
+    Cancellation, Completion, FailureCategory, Job, JobFailure, Language, Outcome,
+};
+use crate::logs::LogSink;
+use crate::queue::{FixUp, HandBack, HandBackResult};
+
+impl Jobs {
+    /// Runs `job` in its own task, holding `permit` until the task ends.
+    pub(super) fn start(&self, job: Job, permit: OwnedSemaphorePermit) {
+        self.spawn(job, None, permit);
+    }
+
+    /// Hands `job` back with `completion`, without running it, in its own task.
+    pub(super) fn start_finished(
+        &self,
+        job: Job,
+        completion: Completion,
+        permit: OwnedSemaphorePermit,
+    ) {
+        self.spawn(job, Some(completion), permit);
+    }
+
+    fn spawn(&self, job: Job, finished: Option<Completion>, permit: OwnedSemaphorePermit) {
+        let entry = self.shared.enter(job.id, job.workspace.clone());
+        let span = tracing::info_span!(
+            "job",
+            job.id = %job.id,
+            windmill.workspace = %job.workspace,
+            windmill.tag = %job.tag,
+            windmill.kind = %job.kind,
+            outcome = field::Empty,
+        );
+        let this = self.clone();
+        self.tracker.spawn(
+            async move {
+                let run = AssertUnwindSafe(this.run(&job, entry, finished)).catch_unwind();
+                if let Err(panic) = run.await {
+                    this.after_panic(&job, &panic_message(panic.as_ref())).await;
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Runs the job (unless it already `finished`) and hands it back.
+    async fn run(&self, job: &Job, entry: RunningEntry, finished: Option<Completion>) {
+        tracing::info!(language = ?job.language.as_ref().map(Language::as_str), "job claimed");
+        let logs = self.hub.sink(job.id, &job.workspace);
+        let completion = match finished {
+            Some(completion) => completion,
+            None => match self.worker.executor.check(job) {
+                Err(failure) => Completion::failed(failure, Duration::ZERO),
+                Ok(()) => match self.execute(job, &entry, &logs).await {
+                    Some(completion) => completion,
+                    // Abandoned at shutdown, or now another worker's: no hand-back.
+                    None => return logs.finish().await,
+                },
+            },
+        };
+        if let Some(StopReason::Lost(state)) = entry.stop_reason() {
+            tracing::warn!(
+                ?state,
+                "job is no longer ours; dropping it without a hand-back"
+            );
+            logs.finish().await;
+            return;
+        }
+        self.finish(job, completion, logs, entry).await;
+    }
+
+    /// Runs the job through the executor until it ends, times out, or must be left alone
+    /// (`None`: abandoned at shutdown, or another worker's now; its logs so far are flushed).
+    async fn execute(&self, job: &Job, running: &RunningJob, logs: &LogSink) -> Option<Completion> {
+        let timeout = effective_timeout(job, &self.worker.config);
+        let remaining = (job.started_at
+            + chrono::Duration::from_std(timeout).unwrap_or(chrono::TimeDelta::MAX)
+            - Utc::now())
+        .to_std()
+        .unwrap_or(Duration::ZERO);
+        let timer = async {
+            tokio::time::sleep(remaining).await;
+            self.time_out(job, timeout, running).await;
+            std::future::pending::<()>().await;
+        };
+        let executor = &self.worker.executor;
+        tokio::select! {
+            completion = executor.run(job, running.cancel.clone(), logs) => Some(completion),
+            () = timer => unreachable!("the timer never completes"),
+            () = self.abandon.cancelled() => {
+                tracing::warn!("abandoned at shutdown; left running in Windmill for adoption");
+                None
+            }
+            () = running.detach.cancelled() => {
+                tracing::warn!("job is now another worker's; leaving its work to that worker");
+                None
+            }
+        }
+    }
+
+    /// Cancels a job that passed its timeout, in Windmill first (so the cancel survives us),
+    /// then locally.
+    async fn time_out(&self, job: &Job, timeout: Duration, running: &RunningJob) {
+        let worker = &self.worker;
+        let mut delays = retry_delays();
+        while let Err(error) = worker
+            .queue
+            .cancel_for_timeout(&worker.name, job.id, timeout)
+            .await
+        {
+            let delay = delays.next().unwrap_or(Duration::from_secs(10));
+            tracing::warn!(%error, retry_in = ?delay, "recording the timeout failed");
+            tokio::time::sleep(delay).await;
+        }
+        tracing::info!(timeout_s = timeout.as_secs(), "job timed out");
+        running.stop_with(StopReason::Canceled(Cancellation {
+            by: "timeout".into(),
+            reason: Some(format!("duration > {}", timeout.as_secs())),
+        }));
+    }
+
+    /// Hands the outcome back; once committed, the job leaves the heartbeat (`entry` drops),
+    /// the executor removes its work and the fix-up is queued.
+    async fn finish(&self, job: &Job, completion: Completion, logs: LogSink, entry: RunningEntry) {
+        if let Outcome::Failure(failure) = &completion.outcome {
+            logs.note(&format!(
+                "{} ({}): {}",
+                failure.name, failure.category, failure.message
+            ));
+        }
+        logs.finish().await;
+        let mut hand_back = HandBack {
+            id: job.id,
+            kind: job.kind.clone(),
+            completion,
+            started_at: job.started_at,
+        };
+        let result = self.hand_back(&mut hand_back).await;
+        drop(entry);
+        match result {
+            Some(HandBackResult::Done { canceled }) => {
+                self.handed_back(job, &hand_back, canceled).await;
+            }
+            Some(HandBackResult::NotOurs) => {
+                tracing::warn!("job was taken from us before the hand-back; nothing handed back");
+            }
+            None => {}
+        }
+    }
+
+    async fn handed_back(&self, job: &Job, hand_back: &HandBack, canceled: bool) {
+        let outcome = if canceled {
+            "canceled"
+        } else {
+            hand_back.completion.outcome.label()
+        };
+        tracing::Span::current().record("outcome", outcome);
+        tracing::info!(
+            outcome,
+            duration_ms = hand_back.completion.duration.as_millis(),
+            "job handed back"
+        );
+        self.shared.count_executed();
+        self.worker.executor.finished(job).await;
+        self.shared.fix_ups().push(FixUp {
+            id: job.id,
+            record: hand_back.fix_up_record(&self.worker.name),
+        });
+    }
+
+    /// Hands back, retrying database trouble with capped, jittered backoff for as long as the
+    /// worker lives: a job on our tag must never be left stuck. An error that can never succeed
+    /// (Windmill's database refuses the outcome itself, e.g. a result with a NUL character) is
+    /// not retried: the job is handed back once more as a failure that names the refusal. `None`
+    /// when abandoned at shutdown, or when even that failure was refused.
+    async fn hand_back(&self, hand_back: &mut HandBack) -> Option<HandBackResult> {
+        let worker = &self.worker;
+        let finalize_tag = &worker.config.settings.windmill.finalize_tag;
+        let mut delays = retry_delays();
+        let mut refused_once = false;
+        loop {
+            let error = match worker
+                .queue
+                .hand_back(&worker.name, finalize_tag, hand_back)
+                .await
+            {
+                Ok(result) => return Some(result),
+                Err(error) => error,
+            };
+            if !error.is_retryable() {
+                if refused_once {
+                    tracing::error!(%error, "Windmill's database refused the hand-back twice; leaving the job to Windmill's zombie monitor");
+                    return None;
+                }
+                tracing::error!(%error, "Windmill's database refused the hand-back; handing back a failure that names the refusal");
+                refused_once = true;
+                hand_back.completion = refused(&hand_back.completion, &error);
+                continue;
+            }
+            let delay = delays.next().unwrap_or(Duration::from_secs(10));
+            tracing::warn!(%error, retry_in = ?delay, "hand-back failed; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.abandon.cancelled() => {
+                    tracing::warn!("hand-back abandoned at shutdown; the job stays owned in Windmill");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The job's task panicked (a bug of ours): end the job in Windmill as a failure that says
+    /// so, and remove its work, rather than leave it running under our name.
+    async fn after_panic(&self, job: &Job, message: &str) {
+        tracing::error!(panic = %message, "the job's task panicked; handing the job back as a failure");
+        let failure = JobFailure::new(
+            FailureCategory::Internal,
+            "WorkerPanic",
+            format!(
+                "flext-kubernetes failed while running this job ({message}); this is a bug in the worker: \
+                 report it with the worker's log; running the job again may succeed"
+            ),
+        );
+        // The entry left the heartbeat while the task unwound; a fresh one keeps the job pinged
+        // until the hand-back commits.
+        let entry = self.shared.enter(job.id, job.workspace.clone());
+        let logs = self.hub.sink(job.id, &job.workspace);
+        self.finish(
+            job,
+            Completion::failed(failure, Duration::ZERO),
+            logs,
+            entry,
+        )
+        .await;
+    }
+}
+
+/// The failure handed back when Windmill's database refused `completion` for good.
+fn refused(completion: &Completion, error: &crate::queue::Error) -> Completion {
+    let failure = JobFailure::new(
+        FailureCategory::Internal,
+        "HandBackRefused",
+        format!(
+            "the job ended ({}), but Windmill's database refused to record that outcome: {}; \
+             a result or error text with a NUL character (\\u0000) is the usual cause: remove it from what the script returns",
+            completion.outcome.label(),
+            error_chain(error),
+        ),
+    );
+    Completion {
+        memory_peak_kib: completion.memory_peak_kib,
+        ..Completion::failed(failure, completion.duration)
+    }
+}
+
+/// An error and its causes, each once.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Until every error in the tree leaves its cause out of its own message, skip repeats.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// The job's own timeout, else the instance default, never above the instance maximum.
+fn effective_timeout(job: &Job, config: &Config) -> Duration {
+    let w = &config.settings.windmill;
+    job.timeout
+        .unwrap_or(w.default_timeout.0)
+        .min(w.max_timeout.0)
+}

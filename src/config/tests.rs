@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::hints::Millicores;
+use crate::testing::HINTS_CONFIG;
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -127,35 +128,6 @@ fn heartbeat_slower_than_the_zombie_window_is_rejected() {
     let err = Config::from_yaml("worker:\n  heartbeat_interval: 90s\n", &env(&[])).unwrap_err();
     assert!(err.to_string().contains("heartbeat_interval"), "{err}");
 }
-
-/// Hint-related sections, for the tests of their checks at load.
-const HINTS_CONFIG: &str = r#"
-windmill:
-  tags: [k8s, k8s-gpu]
-  max_timeout: 6h
-resources:
-  default_cpu: "500m"
-  default_memory: "1Gi"
-  default_storage: "10Gi"
-profiles:
-  k8s-gpu:
-    gpu: 1
-    cpu: 4
-    node_selector: { pool: gpu }
-    tolerations: ["nvidia.com/gpu:NoSchedule", {key: dedicated, value: ml, effect: NoExecute, toleration_seconds: 60}]
-    labels: { team: ml }
-limits:
-  max_cpu: "8"
-  max_memory: "32Gi"
-  max_gpu: 2
-  max_storage: 50Gi
-  allowed_images: ["ghcr.io/acme/*", "python:3.*"]
-  allowed_node_selectors: { pool: [gpu, general], topology.kubernetes.io/zone: ["eu-*"] }
-  allowed_tolerations: ["nvidia.com/*", dedicated]
-  allowed_secrets: [etl-*]
-  allowed_pvcs: [datasets]
-  protected_prefixes: [acme.com/billing]
-"#;
 
 // ---- hint sections: checked by `hints`, named with their path here --------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use serde::Deserialize;
 
 use super::*;
+use crate::testing::HINTS_CONFIG as CONFIG;
 use crate::units::HumanDuration;
 
 /// The worker-config sections hints read, owned and parsed from YAML written as in the config
@@ -105,34 +106,6 @@ fn resolve_py(settings: &Sections, tag: &str, code: &str) -> Result<PodSettings>
 fn parse_py(code: &str) -> Result<HintSet> {
     parse_annotations("python3", code.as_bytes())
 }
-
-const CONFIG: &str = r#"
-windmill:
-  tags: [k8s, k8s-gpu]
-  max_timeout: 6h
-resources:
-  default_cpu: "500m"
-  default_memory: "1Gi"
-  default_storage: "10Gi"
-profiles:
-  k8s-gpu:
-    gpu: 1
-    cpu: 4
-    node_selector: { pool: gpu }
-    tolerations: ["nvidia.com/gpu:NoSchedule", {key: dedicated, value: ml, effect: NoExecute, toleration_seconds: 60}]
-    labels: { team: ml }
-limits:
-  max_cpu: "8"
-  max_memory: "32Gi"
-  max_gpu: 2
-  max_storage: 50Gi
-  allowed_images: ["ghcr.io/acme/*", "python:3.*"]
-  allowed_node_selectors: { pool: [gpu, general], topology.kubernetes.io/zone: ["eu-*"] }
-  allowed_tolerations: ["nvidia.com/*", dedicated]
-  allowed_secrets: [etl-*]
-  allowed_pvcs: [datasets]
-  protected_prefixes: [acme.com/billing]
-"#;
 
 // ---- parsing -------------------------------------------------------------------------------
 

@@ -93,18 +93,6 @@ impl HintSet {
     /// annotation parser runs the same checks as it reads; profiles get them at config load.
     /// The error names the key and says what is wrong.
     pub fn check(&self) -> std::result::Result<(), (String, String)> {
-        fn each<'a>(
-            key: &str,
-            values: impl IntoIterator<Item = &'a String>,
-            check: fn(&str) -> std::result::Result<(), String>,
-        ) -> std::result::Result<(), (String, String)> {
-            values
-                .into_iter()
-                .try_for_each(|v| check(v).map_err(|e| (key.to_owned(), e)))
-        }
-        fn one(o: Option<&Sourced<String>>) -> Option<&String> {
-            o.map(|s| &s.value)
-        }
         if self.storage.as_ref().is_some_and(|s| s.value.0 == 0) {
             return Err(("storage".into(), "must be more than 0".into()));
         }
@@ -250,4 +238,19 @@ impl HintSet {
         }
         text
     }
+}
+
+/// Checks every value of `key` with `check`, naming the key in the error.
+fn each<'a>(
+    key: &str,
+    values: impl IntoIterator<Item = &'a String>,
+    check: fn(&str) -> std::result::Result<(), String>,
+) -> std::result::Result<(), (String, String)> {
+    values
+        .into_iter()
+        .try_for_each(|v| check(v).map_err(|e| (key.to_owned(), e)))
+}
+/// The value of an optional hint, for [`each`].
+fn one(o: Option<&Sourced<String>>) -> Option<&String> {
+    o.map(|s| &s.value)
 }

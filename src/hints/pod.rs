@@ -124,50 +124,6 @@ impl PodSettings {
     /// Lays a higher-precedence layer over these settings. `stamp` replaces the layer's own
     /// sources (a profile's values carry no line numbers, so they are stamped with the tag).
     pub fn apply(&mut self, layer: &HintSet, stamp: Option<&Source>) {
-        fn restamp<T: Clone>(v: &Sourced<T>, stamp: Option<&Source>) -> Sourced<T> {
-            Sourced::new(
-                v.value.clone(),
-                stamp.cloned().unwrap_or_else(|| v.source.clone()),
-            )
-        }
-        fn scalar<T: Clone>(
-            to: &mut Sourced<T>,
-            from: Option<&Sourced<T>>,
-            stamp: Option<&Source>,
-        ) {
-            if let Some(v) = from {
-                *to = restamp(v, stamp);
-            }
-        }
-        fn optional<T: Clone>(
-            to: &mut Option<Sourced<T>>,
-            from: Option<&Sourced<T>>,
-            stamp: Option<&Source>,
-        ) {
-            if let Some(v) = from {
-                *to = Some(restamp(v, stamp));
-            }
-        }
-        fn map(
-            to: &mut BTreeMap<String, Sourced<String>>,
-            from: &BTreeMap<String, Sourced<String>>,
-            stamp: Option<&Source>,
-        ) {
-            for (k, v) in from {
-                to.insert(k.clone(), restamp(v, stamp));
-            }
-        }
-        fn list<T: Clone + PartialEq>(
-            to: &mut Vec<Sourced<T>>,
-            from: &[Sourced<T>],
-            stamp: Option<&Source>,
-        ) {
-            for v in from {
-                if !to.iter().any(|have| have.value == v.value) {
-                    to.push(restamp(v, stamp));
-                }
-            }
-        }
         scalar(&mut self.cpu, layer.cpu.as_ref(), stamp);
         scalar(&mut self.memory, layer.memory.as_ref(), stamp);
         scalar(&mut self.storage, layer.storage.as_ref(), stamp);
@@ -216,6 +172,7 @@ impl PodSettings {
     }
 
     /// Every effective value as (key, value, source), in a stable order: the `hints` output.
+    /// One push per row in output order reads best whole, hence its length.
     #[must_use]
     pub fn rows(&self) -> Vec<(String, String, &Source)> {
         let mut rows: Vec<(String, String, &Source)> = Vec::new();
@@ -301,6 +258,50 @@ impl PodSettings {
             rows.push((format!("annotation.{k}"), v.value.clone(), &v.source));
         }
         rows
+    }
+}
+
+// How [`PodSettings::apply`] lays one value of a layer over the pod: scalars replace, maps
+// merge key by key, lists add what they do not have yet.
+
+fn restamp<T: Clone>(v: &Sourced<T>, stamp: Option<&Source>) -> Sourced<T> {
+    Sourced::new(
+        v.value.clone(),
+        stamp.cloned().unwrap_or_else(|| v.source.clone()),
+    )
+}
+fn scalar<T: Clone>(to: &mut Sourced<T>, from: Option<&Sourced<T>>, stamp: Option<&Source>) {
+    if let Some(v) = from {
+        *to = restamp(v, stamp);
+    }
+}
+fn optional<T: Clone>(
+    to: &mut Option<Sourced<T>>,
+    from: Option<&Sourced<T>>,
+    stamp: Option<&Source>,
+) {
+    if let Some(v) = from {
+        *to = Some(restamp(v, stamp));
+    }
+}
+fn map(
+    to: &mut BTreeMap<String, Sourced<String>>,
+    from: &BTreeMap<String, Sourced<String>>,
+    stamp: Option<&Source>,
+) {
+    for (k, v) in from {
+        to.insert(k.clone(), restamp(v, stamp));
+    }
+}
+fn list<T: Clone + PartialEq>(
+    to: &mut Vec<Sourced<T>>,
+    from: &[Sourced<T>],
+    stamp: Option<&Source>,
+) {
+    for v in from {
+        if !to.iter().any(|have| have.value == v.value) {
+            to.push(restamp(v, stamp));
+        }
     }
 }
 

@@ -440,6 +440,21 @@ fn every_bad_hint_is_reported_at_once_one_per_line() {
     assert_eq!(failure.message, text);
 }
 
+/// A hostile script cannot make the report as long as itself.
+#[test]
+fn the_report_stops_after_max_problems() {
+    let code = "# k8s: cpu=x\n".repeat(MAX_PROBLEMS * 3);
+    let err = parse_py(&code).unwrap_err();
+    assert_eq!(err.as_slice().len(), MAX_PROBLEMS + 1);
+    assert_eq!(
+        err.as_slice().last(),
+        Some(&HintError::TooManyProblems {
+            line: MAX_PROBLEMS + 1,
+            max: MAX_PROBLEMS
+        })
+    );
+}
+
 #[test]
 fn non_utf8_hint_lines_are_errors_but_other_bytes_are_not_read() {
     let err = parse_annotations("python3", b"# k8s: cpu=2\n# k8s: image=\xff\xfe\n").unwrap_err();

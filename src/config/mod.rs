@@ -69,7 +69,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
+    fn invalid(field: &str, message: impl Into<String>) -> Self {
         Self::Invalid {
             field: field.to_owned(),
             message: message.into(),

@@ -91,6 +91,22 @@ pub enum Command {
     },
 }
 
+/// How `main` prints a failed command: the error and each of its causes once, joined by `: `.
+/// Every error type adds only its own context and leaves its cause (`#[source]`) to this walk.
+/// Each line of the result is an `error:` line of its own, so that a list of problems (the
+/// `hints` command's) reads as a compiler's.
+#[must_use]
+pub fn report(error: &anyhow::Error) -> String {
+    let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
+    let mut report = String::new();
+    for line in chain.join(": ").lines() {
+        report.push_str("error: ");
+        report.push_str(line);
+        report.push('\n');
+    }
+    report
+}
+
 /// Loads the config for a command, with the file named in errors.
 pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     Config::load(path, &ProcessEnv).with_context(|| match path {
@@ -219,13 +235,21 @@ pub fn hints(
         .or_else(|| settings.windmill.tags.first().map(String::as_str))
         .unwrap_or_default();
     let pod = crate::hints::resolve_bytes(
-        settings,
+        &settings.hints(),
         tag,
         language,
         &code,
         crate::hints::WindmillFields::default(),
     )
-    .with_context(|| format!("{}", file.display()))?;
+    .map_err(|problems| {
+        // One line per problem, each naming the file, as a compiler lists its errors.
+        let lines: Vec<String> = problems
+            .as_slice()
+            .iter()
+            .map(|problem| format!("{}: {problem}", file.display()))
+            .collect();
+        anyhow::anyhow!(lines.join("\n"))
+    })?;
     let profile = if settings.profiles.contains_key(tag) {
         format!("profile `{tag}`")
     } else {
@@ -324,4 +348,24 @@ pub async fn render(
     }
     print!("{}", render::to_yaml(&objects)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_report_shows_each_cause_once_and_each_problem_on_its_own_line() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let error = anyhow::Error::new(io)
+            .context("cannot read config file x.yaml")
+            .context("config x.yaml");
+        assert_eq!(
+            super::report(&error),
+            "error: config x.yaml: cannot read config file x.yaml: No such file or directory\n"
+        );
+        let problems = anyhow::anyhow!("a.py: line 1: one\na.py: line 2: two");
+        assert_eq!(
+            super::report(&problems),
+            "error: a.py: line 1: one\nerror: a.py: line 2: two\n"
+        );
+    }
 }

@@ -16,6 +16,7 @@
 //! - [`trailer`]: the nonce-framed result the runner prints and the worker reads from the pod log.
 //! - [`windmill_api`]: Windmill's HTTP API — job tokens, `$var:`/`$res:` arguments.
 //! - [`telemetry`]: process logs and host figures.
+//! - [`units`]: durations and byte sizes as the config writes them (read by `config` and `hints`).
 //! - [`cli`]: the `check` and `run` commands (`main.rs` is glue only).
 
 pub mod backoff;
@@ -29,6 +30,7 @@ pub mod queue;
 pub mod runner;
 pub mod telemetry;
 pub mod trailer;
+pub mod units;
 pub mod windmill_api;
 pub mod worker;
 

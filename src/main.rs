@@ -49,7 +49,7 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprint!("{}", cli::report(&error));
             std::process::ExitCode::FAILURE
         }
     }

@@ -29,3 +29,33 @@ pub fn job() -> Job {
         prior_output_lines: 0,
     }
 }
+
+/// Worker-config sections that exercise every kind of hint setting: a tag's profile, numeric
+/// maxima and allow-lists (shared by the `hints` and `config` tests).
+pub const HINTS_CONFIG: &str = r#"
+windmill:
+  tags: [k8s, k8s-gpu]
+  max_timeout: 6h
+resources:
+  default_cpu: "500m"
+  default_memory: "1Gi"
+  default_storage: "10Gi"
+profiles:
+  k8s-gpu:
+    gpu: 1
+    cpu: 4
+    node_selector: { pool: gpu }
+    tolerations: ["nvidia.com/gpu:NoSchedule", {key: dedicated, value: ml, effect: NoExecute, toleration_seconds: 60}]
+    labels: { team: ml }
+limits:
+  max_cpu: "8"
+  max_memory: "32Gi"
+  max_gpu: 2
+  max_storage: 50Gi
+  allowed_images: ["ghcr.io/acme/*", "python:3.*"]
+  allowed_node_selectors: { pool: [gpu, general], topology.kubernetes.io/zone: ["eu-*"] }
+  allowed_tolerations: ["nvidia.com/*", dedicated]
+  allowed_secrets: [etl-*]
+  allowed_pvcs: [datasets]
+  protected_prefixes: [acme.com/billing]
+"#;

@@ -97,6 +97,23 @@ fn check_names_the_bad_field() {
     );
 }
 
+/// Each layer of an error chain adds its context once: the OS error is not repeated.
+#[test]
+fn a_missing_config_file_prints_the_os_error_once() {
+    let out = flext(None)
+        .args(["check", "--config", "/nonexistent/x.yaml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/x.yaml"), "{stderr}");
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+}
+
 #[test]
 fn check_without_a_database_url_says_what_to_set() {
     let config = write_config(CONFIG);

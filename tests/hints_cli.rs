@@ -219,3 +219,28 @@ fn a_bad_config_names_the_field() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_bad_hint_is_reported_at_once_each_on_its_own_line() {
+    let dir = Scratch::new();
+    let config = dir.file("config.yaml", CONFIG.as_bytes());
+    let script = dir.file("many.py", b"# k8s: memory=-1 gpu=abc nonsense\nimport os\n");
+    let out = hints(&config, &script, &[]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    for (line, expected) in lines.iter().zip([
+        "line 1: bad value for `memory`",
+        "line 1: bad value for `gpu`",
+        "line 1: `nonsense` is not key=value",
+    ]) {
+        assert!(line.starts_with("error: "), "{stderr}");
+        assert!(
+            line.contains("many.py"),
+            "each line names the file: {stderr}"
+        );
+        assert!(line.contains(expected), "{expected}: {stderr}");
+    }
+}

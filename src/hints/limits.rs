@@ -3,19 +3,23 @@
 //!
 //! Allow-lists govern what a *script* may ask for, so they apply to annotation values only:
 //! profiles and defaults are written by the admin. Numeric maxima apply to every value, and a
-//! profile or default beyond one is a config error at load (see `validate_settings`), so at run
-//! time only annotations and Windmill's timeout can be clamped.
+//! profile or default beyond one is a config error at load (see `HintSettings::validate`), so at
+//! run time only annotations and Windmill's timeout can be clamped.
+//!
+//! This file holds the section and its own checks; `maxima` and `allow_lists` apply it to a pod.
 
 use std::collections::BTreeMap;
-use std::fmt::Display;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::Source;
+use super::allow_lists::{check_allowed, check_protected};
+use super::maxima::enforce_numeric;
+use super::names::{check_label_key, shorten};
+use super::pod::PodSettings;
 use super::quantity::{Bytes, Millicores};
-use super::values::{RequestLimit, Volume, shorten};
-use super::{PodSettings, SettingsProblem, Source, Sourced, problem};
-use crate::config::HumanDuration;
+use super::settings::{SettingsProblem, problem};
 
 /// Label and annotation prefixes the worker owns: its own bookkeeping (`flext.dev/job-id`, ...)
 /// and the managed-by label its watch selects on. No source may set them, whatever the config says.
@@ -114,350 +118,21 @@ impl Rejection {
         format!("`{}`: {}", self.hint, self.violation)
     }
 }
-
-/// Matches `text` against a pattern where `*` stands for any run of characters (including `/`
-/// and `:`). Linear backtracking over the last star, so hostile patterns cannot blow up.
-#[must_use]
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if p.get(pi) == Some(&b'*') {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if p.get(pi) == Some(&t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if let Some((star_p, star_t)) = star {
-            // Let the last star eat one more character and retry after it.
-            pi = star_p + 1;
-            ti = star_t + 1;
-            star = Some((star_p, star_t + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi.min(p.len())..].iter().all(|&b| b == b'*')
-}
-
-fn asked<T: Display>(value: &T, source: &Source) -> String {
-    format!("{value} by {source}")
-}
-
-/// Caps one value at `max`, or rejects it.
-fn cap<T: Ord + Copy + Display>(
-    key: &str,
-    value: &mut Sourced<T>,
-    max: Option<T>,
-    setting: &str,
-    mode: OnViolation,
-) -> Result<(), Box<Rejection>> {
-    let Some(max) = max else { return Ok(()) };
-    if value.value <= max {
-        return Ok(());
-    }
-    match mode {
-        OnViolation::Clamp => {
-            let source = Source::Limit {
-                setting: setting.to_owned(),
-                asked: asked(&value.value, &value.source),
-            };
-            *value = Sourced::new(max, source);
-            Ok(())
-        }
-        OnViolation::Reject => Err(Box::new(Rejection {
-            key: key.to_owned(),
-            hint: format!("{key}={}", value.value),
-            hint_source: value.source.clone(),
-            setting: setting.to_owned(),
-            violation: format!(
-                "{} is above {setting} = {max} in the worker config",
-                value.value
-            ),
-            fix: format!(
-                "ask for at most {key}={max}, or ask the worker's admin to raise {setting}"
-            ),
-        })),
-    }
-}
-
-/// Caps a request..limit pair at `max` (the limit is the larger, so it decides).
-fn cap_range<T: super::values::QuantityKind>(
-    key: &str,
-    value: &mut Sourced<RequestLimit<T>>,
-    max: Option<T>,
-    setting: &str,
-    mode: OnViolation,
-) -> Result<(), Box<Rejection>> {
-    let mut limit = Sourced::new(value.value.limit, value.source.clone());
-    cap(key, &mut limit, max, setting, mode)?;
-    if limit.value != value.value.limit {
-        value.source = limit.source;
-        value.value = RequestLimit {
-            request: value.value.request.min(limit.value),
-            limit: limit.value,
-        };
-    }
-    Ok(())
-}
-
-/// Applies the numeric maxima (and `windmill.max_timeout`) in `mode`.
-pub(super) fn enforce_numeric(
-    pod: &mut PodSettings,
-    limits: &Limits,
-    max_timeout: Duration,
-    mode: OnViolation,
-) -> Result<(), Box<Rejection>> {
-    cap_range("cpu", &mut pod.cpu, limits.max_cpu, "limits.max_cpu", mode)?;
-    cap_range(
-        "memory",
-        &mut pod.memory,
-        limits.max_memory,
-        "limits.max_memory",
-        mode,
-    )?;
-    cap(
-        "storage",
-        &mut pod.storage,
-        limits.max_storage,
-        "limits.max_storage",
-        mode,
-    )?;
-    cap("gpu", &mut pod.gpu, limits.max_gpu, "limits.max_gpu", mode)?;
-    cap(
-        "retries",
-        &mut pod.retries,
-        limits.max_retries,
-        "limits.max_retries",
-        mode,
-    )?;
-    let mut timeout = Sourced::new(HumanDuration(pod.timeout.value), pod.timeout.source.clone());
-    cap(
-        "timeout",
-        &mut timeout,
-        Some(HumanDuration(max_timeout)),
-        "windmill.max_timeout",
-        mode,
-    )?;
-    pod.timeout = Sourced::new(timeout.value.0, timeout.source);
-    for volume in &mut pod.volumes {
-        if let Volume::EmptyDir { mount_path, size } = &volume.value {
-            let mut sized = Sourced::new(*size, volume.source.clone());
-            cap("volume", &mut sized, limits.max_storage, "limits.max_storage", mode).map_err(
-                |mut r| {
-                    r.hint = format!("volume={}", volume.value);
-                    r.fix = format!(
-                        "ask for an emptyDir of at most {}, or ask the worker's admin to raise limits.max_storage",
-                        limits.max_storage.unwrap_or(Bytes(0))
-                    );
-                    r
-                },
-            )?;
-            if sized.value != *size {
-                volume.value = Volume::EmptyDir {
-                    mount_path: mount_path.clone(),
-                    size: sized.value,
-                };
-                volume.source = sized.source;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A name checked against an allow-list; `None` means no list (anything goes), and for the
-/// default-deny kinds the caller passes an empty list instead.
-fn allow(
-    key: &str,
-    value: &str,
-    source: &Source,
-    list: Option<&[String]>,
-    setting: &str,
-    what: &str,
-) -> Result<(), Box<Rejection>> {
-    let Some(list) = list else { return Ok(()) };
-    if list.iter().any(|pattern| glob_match(pattern, value)) {
-        return Ok(());
-    }
-    let violation = if list.is_empty() {
-        format!("{setting} in the worker config is empty, so scripts may not name {what}")
-    } else {
-        format!(
-            "`{}` matches none of {setting} in the worker config ({})",
-            shorten(value),
-            list.join(", ")
-        )
-    };
-    Err(Box::new(Rejection {
-        key: key.to_owned(),
-        hint: format!("{key}={}", shorten(value)),
-        hint_source: source.clone(),
-        setting: setting.to_owned(),
-        violation,
-        fix: format!("use an allowed value, or ask the worker's admin to add it to {setting}"),
-    }))
-}
-
-/// Applies the allow-lists to the values that came from annotations.
-fn check_allowed(pod: &PodSettings, limits: &Limits) -> Result<(), Box<Rejection>> {
-    let from_script = |source: &Source| matches!(source, Source::Annotation { .. });
-    if from_script(&pod.image.source) {
-        allow(
-            "image",
-            &pod.image.value,
-            &pod.image.source,
-            limits.allowed_images.as_deref(),
-            "limits.allowed_images",
-            "images",
-        )?;
-    }
-    for (key, value) in &pod.node_selector {
-        if !from_script(&value.source) {
-            continue;
-        }
-        if let Some(allowed) = &limits.allowed_node_selectors {
-            let patterns = allowed.get(key).map_or(&[][..], Vec::as_slice);
-            allow(
-                &format!("node_selector.{key}"),
-                &value.value,
-                &value.source,
-                Some(patterns),
-                "limits.allowed_node_selectors",
-                &format!("node selector {key}"),
-            )
-            .map_err(|mut r| {
-                r.hint = format!("node_selector={key}:{}", shorten(&value.value));
-                r
-            })?;
-        }
-    }
-    for t in pod.tolerations.iter().filter(|t| from_script(&t.source)) {
-        allow(
-            "toleration",
-            &t.value.key,
-            &t.source,
-            limits.allowed_tolerations.as_deref(),
-            "limits.allowed_tolerations",
-            "tolerated taint keys",
-        )
-        .map_err(|mut r| {
-            r.hint = format!("toleration={}", t.value);
-            r
-        })?;
-    }
-    let named = [
-        (
-            "priority_class",
-            &pod.priority_class,
-            limits.allowed_priority_classes.as_deref(),
-            "limits.allowed_priority_classes",
-            "priority classes",
-        ),
-        (
-            "runtime_class",
-            &pod.runtime_class,
-            limits.allowed_runtime_classes.as_deref(),
-            "limits.allowed_runtime_classes",
-            "runtime classes",
-        ),
-        (
-            "service_account",
-            &pod.service_account,
-            Some(limits.allowed_service_accounts.as_slice()),
-            "limits.allowed_service_accounts",
-            "service accounts",
-        ),
-    ];
-    for (key, value, list, setting, what) in named {
-        if let Some(v) = value.as_ref().filter(|v| from_script(&v.source)) {
-            allow(key, &v.value, &v.source, list, setting, what)?;
-        }
-    }
-    for v in pod
-        .env_from_secrets
-        .iter()
-        .filter(|v| from_script(&v.source))
-    {
-        allow(
-            "env_from_secret",
-            &v.value,
-            &v.source,
-            Some(&limits.allowed_secrets),
-            "limits.allowed_secrets",
-            "Secrets",
-        )?;
-    }
-    for v in pod
-        .env_from_configmaps
-        .iter()
-        .filter(|v| from_script(&v.source))
-    {
-        allow(
-            "env_from_configmap",
-            &v.value,
-            &v.source,
-            Some(&limits.allowed_configmaps),
-            "limits.allowed_configmaps",
-            "ConfigMaps",
-        )?;
-    }
-    for v in pod.volumes.iter().filter(|v| from_script(&v.source)) {
-        if let Volume::Pvc { claim, .. } = &v.value {
-            allow(
-                "volume",
-                claim,
-                &v.source,
-                Some(&limits.allowed_pvcs),
-                "limits.allowed_pvcs",
-                "PVCs",
-            )
-            .map_err(|mut r| {
-                r.hint = format!("volume={}", v.value);
-                r
-            })?;
-        }
-    }
-    Ok(())
-}
-
-/// Rejects labels and annotations under a protected prefix, whatever their source.
-pub(super) fn check_protected(pod: &PodSettings, limits: &Limits) -> Result<(), Box<Rejection>> {
-    let prefixes = PROTECTED_PREFIXES
-        .iter()
-        .copied()
-        .chain(limits.protected_prefixes.iter().map(String::as_str));
-    for prefix in prefixes {
-        for (kind, map) in [("label", &pod.labels), ("annotation", &pod.annotations)] {
-            if let Some((key, value)) = map.iter().find(|(k, _)| k.starts_with(prefix)) {
-                let owner = if PROTECTED_PREFIXES.contains(&prefix) {
-                    "the worker's own bookkeeping (always part of limits.protected_prefixes)"
-                } else {
-                    "limits.protected_prefixes in the worker config"
-                };
-                return Err(Box::new(Rejection {
-                    key: format!("{kind}s"),
-                    hint: format!("{kind}.{key}={}", shorten(&value.value)),
-                    hint_source: value.source.clone(),
-                    setting: "limits.protected_prefixes".into(),
-                    violation: format!("keys starting with `{prefix}` are reserved by {owner}"),
-                    fix: format!("use another {kind} key"),
-                }));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Everything the limits say about one job's settings.
+/// Everything the limits say about one job's settings: every hint they do not allow.
 pub(super) fn enforce(
     pod: &mut PodSettings,
     limits: &Limits,
     max_timeout: Duration,
-) -> Result<(), Box<Rejection>> {
-    check_allowed(pod, limits)?;
-    check_protected(pod, limits)?;
-    enforce_numeric(pod, limits, max_timeout, limits.on_violation)
+) -> Vec<Rejection> {
+    let mut rejected = check_allowed(pod, limits);
+    rejected.extend(check_protected(pod, limits));
+    rejected.extend(enforce_numeric(
+        pod,
+        limits,
+        max_timeout,
+        limits.on_violation,
+    ));
+    rejected
 }
 
 /// Checks the limits themselves.
@@ -522,7 +197,7 @@ pub(super) fn validate(limits: &Limits) -> Result<(), SettingsProblem> {
     }
     for (key, patterns) in selector_values {
         let field = format!("limits.allowed_node_selectors.{key}");
-        super::values::check_label_key(key).map_err(|e| problem(&field, e))?;
+        check_label_key(key).map_err(|e| problem(&field, e))?;
         for pattern in patterns {
             check_pattern(&field, pattern)?;
         }
@@ -541,37 +216,4 @@ fn check_pattern(field: &str, pattern: &str) -> Result<(), SettingsProblem> {
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn glob_matches_with_stars_anywhere() {
-        for (pattern, text, matches) in [
-            ("ghcr.io/acme/*", "ghcr.io/acme/etl:1.4", true),
-            ("ghcr.io/acme/*", "ghcr.io/acme/team/etl:1", true),
-            ("ghcr.io/acme/*", "ghcr.io/acmeevil/etl", false),
-            ("*", "", true),
-            ("", "", true),
-            ("", "x", false),
-            ("python:3.*-slim", "python:3.12-slim", true),
-            ("python:3.*-slim", "python:3.12", false),
-            ("a*b*c", "aXbYc", true),
-            ("a*b*c", "aXbY", false),
-            ("exact", "exact", true),
-            ("exact", "exactly", false),
-            ("**", "anything", true),
-        ] {
-            assert_eq!(glob_match(pattern, text), matches, "{pattern} vs {text}");
-        }
-    }
-
-    #[test]
-    fn hostile_patterns_stay_fast() {
-        let pattern = "*a".repeat(500);
-        let text = "a".repeat(5000) + "b";
-        assert!(!glob_match(&pattern, &text));
-    }
 }

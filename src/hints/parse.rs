@@ -16,11 +16,17 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use super::values::{
-    self, AffinityPreset, PullPolicy, RequestLimit, Toleration, Volume, positive_quantity, shorten,
+use super::keys::{KEYS, example, suggestion};
+use super::names::{
+    check_annotation_value, check_dns_subdomain, check_image, check_label_key, check_label_value,
+    shorten,
 };
-use super::{Bytes, HintError, HintSet, MAX_RETRIES, Millicores, Source, Sourced};
-use crate::config::HumanDuration;
+use super::values::{AffinityPreset, PullPolicy, RequestLimit, positive_quantity};
+use super::{
+    Bytes, HintError, HintErrors, HintSet, MAX_RETRIES, Millicores, Source, Sourced, Toleration,
+    Volume,
+};
+use crate::units::HumanDuration;
 
 /// Longest `k8s:` line, in bytes. Real ones are well under 200; a bound keeps a hostile script
 /// from making us hold or echo megabytes.
@@ -43,10 +49,23 @@ pub fn comment_marker(language: &str) -> Option<&'static str> {
 }
 
 /// Reads the hints of a script. Each value's source is [`Source::Annotation`] with its line.
-pub fn parse_annotations(language: &str, code: &[u8]) -> Result<HintSet, HintError> {
-    let marker = comment_marker(language).ok_or_else(|| HintError::UnknownLanguage {
-        language: shorten(language),
-    })?;
+/// Every problem is reported, each with its line, not only the first.
+pub fn parse_annotations(language: &str, code: &[u8]) -> Result<HintSet, HintErrors> {
+    let (hints, problems) = read_annotations(language, code);
+    HintErrors::check(problems)?;
+    Ok(hints)
+}
+
+/// The hints that parse, and the problems with the others, in line order. Reading goes on past a
+/// bad hint (a compiler's habit: someone fixing a script wants every problem at once), but stops
+/// at [`MAX_HINTS`] hints or [`MAX_PROBLEMS`] problems, so hostile input stays bounded.
+pub(super) fn read_annotations(language: &str, code: &[u8]) -> (HintSet, Vec<HintError>) {
+    let Some(marker) = comment_marker(language) else {
+        let unknown = HintError::UnknownLanguage {
+            language: shorten(language),
+        };
+        return (HintSet::default(), vec![unknown]);
+    };
     let code = code.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(code);
     let mut reader = Reader::default();
     for (index, raw) in code.split(|&b| b == b'\n').enumerate() {
@@ -65,19 +84,14 @@ pub fn parse_annotations(language: &str, code: &[u8]) -> Result<HintSet, HintErr
         let Some(hints) = comment.trim_ascii_start().strip_prefix(b"k8s:") else {
             continue;
         };
-        if raw.len() > MAX_HINT_LINE_BYTES {
-            return Err(HintError::LineTooLong {
-                line,
-                len: raw.len(),
-                max: MAX_HINT_LINE_BYTES,
-            });
+        if let Err(problem) = reader.line(line, raw.len(), hints) {
+            reader.problem(line, problem);
         }
-        let hints = std::str::from_utf8(hints).map_err(|_| HintError::NotUtf8 { line })?;
-        for token in tokens(hints, line)? {
-            reader.token(line, &token)?;
+        if reader.stopped {
+            break;
         }
     }
-    Ok(reader.hints)
+    (reader.hints, reader.problems)
 }
 
 /// Splits on spaces and tabs; `"..."` quotes a value with spaces (`\"` and `\\` escape).
@@ -149,101 +163,19 @@ pub(super) fn quote(value: &str) -> String {
     quoted
 }
 
-/// Every key a script may use, for suggestions.
-const KEYS: &[&str] = &[
-    "cpu",
-    "memory",
-    "storage",
-    "gpu",
-    "image",
-    "pull_policy",
-    "node_selector",
-    "toleration",
-    "affinity",
-    "priority_class",
-    "service_account",
-    "runtime_class",
-    "env_from_secret",
-    "env_from_configmap",
-    "volume",
-    "timeout",
-    "retries",
-    "label.NAME",
-    "annotation.NAME",
-];
+/// Most problems reported for one script; past it reading stops.
+pub const MAX_PROBLEMS: usize = 32;
 
-/// Spellings people reach for, mostly from the pod spec.
-const ALIASES: &[(&str, &str)] = &[
-    ("mem", "memory"),
-    ("ram", "memory"),
-    ("cpus", "cpu"),
-    ("gpus", "gpu"),
-    ("cpu_limit", "cpu=REQUEST..LIMIT"),
-    ("memory_limit", "memory=REQUEST..LIMIT"),
-    ("cpu_request", "cpu=REQUEST..LIMIT"),
-    ("memory_request", "memory=REQUEST..LIMIT"),
-    ("ephemeral_storage", "storage"),
-    ("ephemeral-storage", "storage"),
-    ("disk", "storage"),
-    ("nodeSelector", "node_selector"),
-    ("tolerations", "toleration"),
-    ("volumes", "volume"),
-    ("imagePullPolicy", "pull_policy"),
-    ("serviceAccount", "service_account"),
-    ("serviceAccountName", "service_account"),
-    ("priorityClassName", "priority_class"),
-    ("runtimeClassName", "runtime_class"),
-    ("label", "label.NAME"),
-    ("labels", "label.NAME"),
-    ("annotation", "annotation.NAME"),
-    ("annotations", "annotation.NAME"),
-    ("retry", "retries"),
-    ("timeout_seconds", "timeout"),
-];
-
-fn suggestion(key: &str) -> String {
-    if key == "gpu_resource" {
-        return "; the GPU resource name is set by the worker's admin (resources.gpu_resource or a profile)".into();
-    }
-    if let Some((_, to)) = ALIASES.iter().find(|(from, _)| *from == key) {
-        return format!("; did you mean {to}?");
-    }
-    // Typos: the closest key within two edits.
-    let closest = KEYS
-        .iter()
-        .map(|k| (edit_distance(key, k.trim_end_matches(".NAME")), k))
-        .filter(|(d, _)| *d <= 2)
-        .min();
-    match closest {
-        Some((_, k)) if key.len() <= 64 => format!("; did you mean {k}?"),
-        _ => format!("; known keys: {}", KEYS.join(", ")),
-    }
-}
-
-/// Levenshtein distance, for keys of at most 64 characters (longer ones get no suggestion).
-fn edit_distance(a: &str, b: &str) -> usize {
-    if a.len() > 64 {
-        return usize::MAX;
-    }
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = previous[j] + usize::from(ca != *cb);
-            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[b.len()]
-}
-
-/// The hint set being read, and where each key was first set (for duplicate messages).
+/// The hint set being read, where each key was first set (for duplicate messages), and the
+/// problems found so far.
 #[derive(Default)]
 struct Reader {
     hints: HintSet,
     seen: BTreeMap<String, usize>,
     count: usize,
+    problems: Vec<HintError>,
+    /// Set at more than [`MAX_HINTS`] hints or [`MAX_PROBLEMS`] problems: nothing more is read.
+    stopped: bool,
 }
 
 fn bad(line: usize, key: &str, message: impl Into<String>) -> HintError {
@@ -284,6 +216,46 @@ fn count(line: usize, key: &str, value: &str, max: u32, example: &str) -> Result
 }
 
 impl Reader {
+    /// Records a problem and reads on, unless there are too many hints or problems.
+    fn problem(&mut self, line: usize, problem: HintError) {
+        if self.stopped {
+            return;
+        }
+        if matches!(problem, HintError::TooManyHints { .. }) {
+            self.stopped = true;
+        } else if self.problems.len() == MAX_PROBLEMS {
+            self.stopped = true;
+            self.problems.push(HintError::TooManyProblems {
+                line,
+                max: MAX_PROBLEMS,
+            });
+            return;
+        }
+        self.problems.push(problem);
+    }
+
+    /// One `k8s:` line, `hints` being what follows the `k8s:`. A line that cannot be split into
+    /// tokens is one problem; otherwise each bad token is a problem of its own.
+    fn line(&mut self, line: usize, len: usize, hints: &[u8]) -> Result<(), HintError> {
+        if len > MAX_HINT_LINE_BYTES {
+            return Err(HintError::LineTooLong {
+                line,
+                len,
+                max: MAX_HINT_LINE_BYTES,
+            });
+        }
+        let hints = std::str::from_utf8(hints).map_err(|_| HintError::NotUtf8 { line })?;
+        for token in tokens(hints, line)? {
+            if let Err(problem) = self.token(line, &token) {
+                self.problem(line, problem);
+            }
+            if self.stopped {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Records that `what` is set on `line`; a second time is an error.
     fn once(&mut self, line: usize, what: String) -> Result<(), HintError> {
         self.count += 1;
@@ -304,6 +276,8 @@ impl Reader {
         Ok(())
     }
 
+    /// One `key=value`: the key must be known and the value free of control characters, then
+    /// the key's kind reads the value.
     fn token(&mut self, line: usize, token: &str) -> Result<(), HintError> {
         let Some((key, value)) = token.split_once('=') else {
             return Err(HintError::Syntax {
@@ -314,9 +288,8 @@ impl Reader {
                 ),
             });
         };
-        let known_shape =
-            KEYS.contains(&key) || key.starts_with("label.") || key.starts_with("annotation.");
-        if !known_shape || key.chars().any(char::is_control) {
+        let is_meta = key.starts_with("label.") || key.starts_with("annotation.");
+        if !(KEYS.contains(&key) || is_meta) || key.chars().any(char::is_control) {
             return Err(HintError::UnknownKey {
                 line,
                 key: shorten(key),
@@ -329,10 +302,30 @@ impl Reader {
                 key: key.to_owned(),
             });
         }
-        let is_meta = key.starts_with("label.") || key.starts_with("annotation.");
         if value.is_empty() && !is_meta {
             return Err(bad(line, key, format!("empty value; {}", example(key))));
         }
+        match key {
+            "node_selector" | "toleration" | "affinity" | "env_from_secret"
+            | "env_from_configmap" | "volume" => {
+                // Each item of a list is a hint of its own, with its own problem.
+                for item in value.split(',') {
+                    if let Err(problem) = self.item(line, key, item) {
+                        self.problem(line, problem);
+                    }
+                    if self.stopped {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            _ if is_meta => self.meta(line, key, value),
+            _ => self.scalar(line, key, value),
+        }
+    }
+
+    /// A key given once, whose value replaces a lower source's.
+    fn scalar(&mut self, line: usize, key: &str, value: &str) -> Result<(), HintError> {
         match key {
             "cpu" => {
                 let v: RequestLimit<Millicores> = parsed(line, key, value)?;
@@ -360,7 +353,7 @@ impl Reader {
                 self.hints.retries = Some(at(line, v));
             }
             "image" => {
-                let v = checked(line, key, value, values::check_image)?;
+                let v = checked(line, key, value, check_image)?;
                 self.once(line, key.into())?;
                 self.hints.image = Some(at(line, v));
             }
@@ -370,7 +363,7 @@ impl Reader {
                 self.hints.pull_policy = Some(at(line, v));
             }
             "priority_class" | "service_account" | "runtime_class" => {
-                let v = checked(line, key, value, values::check_dns_subdomain)?;
+                let v = checked(line, key, value, check_dns_subdomain)?;
                 self.once(line, key.into())?;
                 let slot = match key {
                     "priority_class" => &mut self.hints.priority_class,
@@ -387,78 +380,80 @@ impl Reader {
                 self.once(line, key.into())?;
                 self.hints.timeout = Some(at(line, v));
             }
+            _ => return unreachable_key(line, key),
+        }
+        Ok(())
+    }
+
+    /// One item of a list key (`toleration=a,b`): lists add up across sources.
+    fn item(&mut self, line: usize, key: &str, item: &str) -> Result<(), HintError> {
+        match key {
             "node_selector" => {
-                for item in value.split(',') {
-                    let Some((k, v)) = item.split_once(':') else {
-                        return Err(bad(
-                            line,
-                            key,
-                            format!("`{}` is not label:value; {}", shorten(item), example(key)),
-                        ));
-                    };
-                    values::check_label_key(k).map_err(|e| bad(line, key, e))?;
-                    values::check_label_value(v).map_err(|e| bad(line, key, e))?;
-                    self.once(line, format!("node_selector.{k}"))?;
-                    self.hints
-                        .node_selector
-                        .insert(k.to_owned(), at(line, v.to_owned()));
-                }
+                let Some((k, v)) = item.split_once(':') else {
+                    return Err(bad(
+                        line,
+                        key,
+                        format!("`{}` is not label:value; {}", shorten(item), example(key)),
+                    ));
+                };
+                check_label_key(k).map_err(|e| bad(line, key, e))?;
+                check_label_value(v).map_err(|e| bad(line, key, e))?;
+                self.once(line, format!("node_selector.{k}"))?;
+                self.hints
+                    .node_selector
+                    .insert(k.to_owned(), at(line, v.to_owned()));
             }
             "toleration" => {
-                for item in value.split(',') {
-                    let v: Toleration = parsed(line, key, item)?;
-                    self.once(line, format!("toleration {v}"))?;
-                    self.hints.tolerations.push(at(line, v));
-                }
+                let v: Toleration = parsed(line, key, item)?;
+                self.once(line, format!("toleration {v}"))?;
+                self.hints.tolerations.push(at(line, v));
             }
             "affinity" => {
-                for item in value.split(',') {
-                    let v: AffinityPreset = parsed(line, key, item)?;
-                    self.once(line, format!("affinity {v}"))?;
-                    self.hints.affinity.push(at(line, v));
-                }
+                let v: AffinityPreset = parsed(line, key, item)?;
+                self.once(line, format!("affinity {v}"))?;
+                self.hints.affinity.push(at(line, v));
             }
             "env_from_secret" | "env_from_configmap" => {
-                for item in value.split(',') {
-                    let v = checked(line, key, item, values::check_dns_subdomain)?;
-                    self.once(line, format!("{key} {v}"))?;
-                    let list = if key == "env_from_secret" {
-                        &mut self.hints.env_from_secrets
-                    } else {
-                        &mut self.hints.env_from_configmaps
-                    };
-                    list.push(at(line, v));
-                }
+                let v = checked(line, key, item, check_dns_subdomain)?;
+                self.once(line, format!("{key} {v}"))?;
+                let list = if key == "env_from_secret" {
+                    &mut self.hints.env_from_secrets
+                } else {
+                    &mut self.hints.env_from_configmaps
+                };
+                list.push(at(line, v));
             }
             "volume" => {
-                for item in value.split(',') {
-                    let v: Volume = parsed(line, key, item)?;
-                    self.once(line, format!("volume at {}", v.mount_path()))?;
-                    self.hints.volumes.push(at(line, v));
-                }
+                let v: Volume = parsed(line, key, item)?;
+                self.once(line, format!("volume at {}", v.mount_path()))?;
+                self.hints.volumes.push(at(line, v));
             }
-            _ => {
-                let (is_label, name) = match key.split_once('.') {
-                    Some(("label", name)) => (true, name),
-                    Some((_, name)) => (false, name),
-                    None => return unreachable_key(line, key),
-                };
-                values::check_label_key(name).map_err(|e| bad(line, key, e))?;
-                let check = if is_label {
-                    values::check_label_value
-                } else {
-                    values::check_annotation_value
-                };
-                check(value).map_err(|e| bad(line, key, e))?;
-                self.once(line, key.to_owned())?;
-                let map = if is_label {
-                    &mut self.hints.labels
-                } else {
-                    &mut self.hints.annotations
-                };
-                map.insert(name.to_owned(), at(line, value.to_owned()));
-            }
+            _ => return unreachable_key(line, key),
         }
+        Ok(())
+    }
+
+    /// `label.NAME=value` or `annotation.NAME=value`: maps merge key by key across sources.
+    fn meta(&mut self, line: usize, key: &str, value: &str) -> Result<(), HintError> {
+        let (is_label, name) = match key.split_once('.') {
+            Some(("label", name)) => (true, name),
+            Some((_, name)) => (false, name),
+            None => return unreachable_key(line, key),
+        };
+        check_label_key(name).map_err(|e| bad(line, key, e))?;
+        let check = if is_label {
+            check_label_value
+        } else {
+            check_annotation_value
+        };
+        check(value).map_err(|e| bad(line, key, e))?;
+        self.once(line, key.to_owned())?;
+        let map = if is_label {
+            &mut self.hints.labels
+        } else {
+            &mut self.hints.annotations
+        };
+        map.insert(name.to_owned(), at(line, value.to_owned()));
         Ok(())
     }
 }
@@ -475,28 +470,4 @@ fn unreachable_key<T>(line: usize, key: &str) -> Result<T, HintError> {
         key: shorten(key),
         hint: String::new(),
     })
-}
-
-/// An example for each key, for messages.
-fn example(key: &str) -> &'static str {
-    match key {
-        "cpu" => "e.g. cpu=2 or cpu=500m..2",
-        "memory" => "e.g. memory=4Gi or memory=2Gi..4Gi",
-        "storage" => "e.g. storage=20Gi",
-        "gpu" => "e.g. gpu=1",
-        "image" => "e.g. image=ghcr.io/acme/etl:1.4",
-        "pull_policy" => "e.g. pull_policy=IfNotPresent",
-        "node_selector" => "e.g. node_selector=pool:gpu,topology.kubernetes.io/zone:eu-west-1a",
-        "toleration" => "e.g. toleration=dedicated=gpu:NoSchedule",
-        "affinity" => "e.g. affinity=zone-spread",
-        "priority_class" => "e.g. priority_class=batch-low",
-        "service_account" => "e.g. service_account=etl-reader",
-        "runtime_class" => "e.g. runtime_class=gvisor",
-        "env_from_secret" => "e.g. env_from_secret=etl-credentials",
-        "env_from_configmap" => "e.g. env_from_configmap=etl-settings",
-        "volume" => "e.g. volume=pvc:datasets:/mnt/data:ro",
-        "timeout" => "e.g. timeout=2h",
-        "retries" => "e.g. retries=3",
-        _ => "see docs/hints.md",
-    }
 }

@@ -1,49 +1,111 @@
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use serde::Deserialize;
 
 use super::*;
-use crate::config::{Config, Settings};
+use crate::testing::HINTS_CONFIG as CONFIG;
+use crate::units::HumanDuration;
 
-fn settings(yaml: &str) -> Settings {
-    Config::from_yaml(yaml, &BTreeMap::new()).unwrap().settings
+/// The worker-config sections hints read, owned and parsed from YAML written as in the config
+/// file. The config module depends on this one, so these tests build the sections themselves,
+/// with the config's defaults (`config::tests` checks the real ones give the same pod).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Sections {
+    windmill: WindmillTimeouts,
+    resources: Resources,
+    job_template: JobTemplate,
+    executor: Images,
+    profiles: Profiles,
+    limits: Limits,
 }
 
-fn resolve_py(settings: &Settings, tag: &str, code: &str) -> Result<PodSettings> {
-    resolve(settings, tag, "python3", code, WindmillFields::default())
+#[derive(Deserialize)]
+#[serde(default)]
+struct WindmillTimeouts {
+    default_timeout: HumanDuration,
+    max_timeout: HumanDuration,
+}
+
+impl Default for WindmillTimeouts {
+    fn default() -> Self {
+        Self {
+            default_timeout: HumanDuration(Duration::from_secs(900)),
+            max_timeout: HumanDuration(Duration::from_secs(7 * 86400)),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct JobTemplate {
+    image: String,
+    system_retries: u32,
+}
+
+impl Default for JobTemplate {
+    fn default() -> Self {
+        Self {
+            image: "ghcr.io/flext/flext-kubernetes:latest".into(),
+            system_retries: 3,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct Images {
+    images: BTreeMap<String, String>,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Self {
+            images: BTreeMap::from([("python3".to_owned(), "python:3.12-slim".to_owned())]),
+        }
+    }
+}
+
+impl Sections {
+    fn hints(&self) -> HintSettings<'_> {
+        HintSettings {
+            resources: &self.resources,
+            image: &self.job_template.image,
+            images: &self.executor.images,
+            system_retries: self.job_template.system_retries,
+            default_timeout: self.windmill.default_timeout.0,
+            max_timeout: self.windmill.max_timeout.0,
+            profiles: &self.profiles,
+            limits: &self.limits,
+        }
+    }
+}
+
+fn settings(yaml: &str) -> Sections {
+    let sections: Sections = if yaml.trim().is_empty() {
+        Sections::default()
+    } else {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    };
+    sections.hints().validate().unwrap();
+    sections
+}
+
+fn resolve_py(settings: &Sections, tag: &str, code: &str) -> Result<PodSettings> {
+    resolve(
+        &settings.hints(),
+        tag,
+        "python3",
+        code,
+        WindmillFields::default(),
+    )
 }
 
 fn parse_py(code: &str) -> Result<HintSet> {
     parse_annotations("python3", code.as_bytes())
 }
-
-const CONFIG: &str = r#"
-windmill:
-  tags: [k8s, k8s-gpu]
-  max_timeout: 6h
-resources:
-  default_cpu: "500m"
-  default_memory: "1Gi"
-  default_storage: "10Gi"
-profiles:
-  k8s-gpu:
-    gpu: 1
-    cpu: 4
-    node_selector: { pool: gpu }
-    tolerations: ["nvidia.com/gpu:NoSchedule", {key: dedicated, value: ml, effect: NoExecute, toleration_seconds: 60}]
-    labels: { team: ml }
-limits:
-  max_cpu: "8"
-  max_memory: "32Gi"
-  max_gpu: 2
-  max_storage: 50Gi
-  allowed_images: ["ghcr.io/acme/*", "python:3.*"]
-  allowed_node_selectors: { pool: [gpu, general], topology.kubernetes.io/zone: ["eu-*"] }
-  allowed_tolerations: ["nvidia.com/*", dedicated]
-  allowed_secrets: [etl-*]
-  allowed_pvcs: [datasets]
-  protected_prefixes: [acme.com/billing]
-"#;
 
 // ---- parsing -------------------------------------------------------------------------------
 
@@ -330,10 +392,73 @@ fn bad_annotations_are_errors_naming_line_and_key() {
     }
 }
 
+/// Someone fixing a script wants every problem at once, as a compiler lists them: one line each,
+/// each with its fix, not only the first.
+#[test]
+fn every_bad_hint_is_reported_at_once_one_per_line() {
+    let err = parse_py("# k8s: memory=-1 gpu=abc nonsense\n").unwrap_err();
+    let text = err.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].starts_with("line 1: bad value for `memory`"),
+        "{text}"
+    );
+    assert!(lines[0].contains("write it like"), "{text}");
+    assert!(
+        lines[1].starts_with("line 1: bad value for `gpu`"),
+        "{text}"
+    );
+    assert!(lines[1].contains("write gpu=1"), "{text}");
+    assert!(lines[2].contains("`nonsense` is not key=value"), "{text}");
+    assert!(lines[2].contains("write hints like cpu=2"), "{text}");
+
+    // Rejections by the limits are listed together too, after the hints that do not parse.
+    let s = settings(CONFIG);
+    let err = resolve_py(
+        &s,
+        "k8s",
+        "# k8s: memory=64Gi gpu=abc\n# k8s: image=docker.io/evil:1\n",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].starts_with("line 1: bad value for `gpu`"),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("limits.max_memory")),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("limits.allowed_images")),
+        "{text}"
+    );
+    let failure = err.to_job_failure();
+    assert_eq!(failure.message, text);
+}
+
+/// A hostile script cannot make the report as long as itself.
+#[test]
+fn the_report_stops_after_max_problems() {
+    let code = "# k8s: cpu=x\n".repeat(MAX_PROBLEMS * 3);
+    let err = parse_py(&code).unwrap_err();
+    assert_eq!(err.as_slice().len(), MAX_PROBLEMS + 1);
+    assert_eq!(
+        err.as_slice().last(),
+        Some(&HintError::TooManyProblems {
+            line: MAX_PROBLEMS + 1,
+            max: MAX_PROBLEMS
+        })
+    );
+}
+
 #[test]
 fn non_utf8_hint_lines_are_errors_but_other_bytes_are_not_read() {
     let err = parse_annotations("python3", b"# k8s: cpu=2\n# k8s: image=\xff\xfe\n").unwrap_err();
-    assert_eq!(err, HintError::NotUtf8 { line: 2 });
+    assert_eq!(err.as_slice(), [HintError::NotUtf8 { line: 2 }]);
     // Latin-1 in an ordinary comment, or in the code below the block, is not our business.
     let h = parse_annotations("python3", b"# caf\xe9\n# k8s: gpu=1\nx = '\xff'\n").unwrap();
     assert_eq!(h.gpu.unwrap().value, 1);
@@ -358,7 +483,7 @@ fn precedence_is_defaults_then_profile_then_annotations_then_windmill() {
     let s = settings(CONFIG);
     let code = "# k8s: memory=8Gi node_selector=pool:general timeout=1h\n# k8s: toleration=dedicated=ml:NoExecute:60 label.team=etl\n";
     let pod = resolve(
-        &s,
+        &s.hints(),
         "k8s-gpu",
         "python3",
         code,
@@ -406,7 +531,7 @@ fn precedence_is_defaults_then_profile_then_annotations_then_windmill() {
 fn a_tag_without_a_profile_gets_the_defaults() {
     let s = settings(CONFIG);
     let pod = resolve_py(&s, "k8s", "").unwrap();
-    let mut expected = PodSettings::defaults(&s).unwrap();
+    let mut expected = PodSettings::defaults(&s.hints()).unwrap();
     // The language's image replaces the worker image as the default.
     expected.image = Sourced::new(s.executor.images["python3"].clone(), Source::Default);
     assert_eq!(pod, expected);
@@ -437,7 +562,7 @@ fn a_later_volume_at_the_same_path_replaces_the_earlier() {
 fn a_hint_beyond_a_maximum_is_rejected_with_the_limit_and_where_it_is_set() {
     let s = settings(CONFIG);
     let err = resolve_py(&s, "k8s", "# k8s: memory=64Gi\n").unwrap_err();
-    let HintError::Rejected(rejection) = &err else {
+    let [HintError::Rejected(rejection)] = err.as_slice() else {
         panic!("{err:?}")
     };
     assert_eq!(rejection.setting, "limits.max_memory");
@@ -459,7 +584,7 @@ fn a_hint_beyond_a_maximum_is_rejected_with_the_limit_and_where_it_is_set() {
 fn clamp_mode_lowers_numbers_and_says_so() {
     let s = settings(&format!("{CONFIG}  on_violation: clamp\n"));
     let pod = resolve(
-        &s,
+        &s.hints(),
         "k8s",
         "python3",
         "# k8s: cpu=2..16 memory=64Gi gpu=4 storage=1Ti volume=empty:/s:100Gi\n",
@@ -523,7 +648,7 @@ fn names_outside_the_allow_lists_are_rejected_even_in_clamp_mode() {
         ("label.acme.com/billing=free", "limits.protected_prefixes"),
     ] {
         let err = resolve_py(&s, "k8s", &format!("# k8s: {hint}\n")).unwrap_err();
-        let HintError::Rejected(rejection) = &err else {
+        let [HintError::Rejected(rejection)] = err.as_slice() else {
             panic!("{hint}: {err:?}")
         };
         assert_eq!(rejection.setting, setting, "{hint}");
@@ -570,104 +695,6 @@ fn profiles_are_trusted_by_the_allow_lists() {
     let pod = resolve_py(&s, "k8s", "").unwrap();
     assert_eq!(pod.service_account.unwrap().value, "etl");
     assert_eq!(pod.image.value, "docker.io/x:1");
-}
-
-// ---- config --------------------------------------------------------------------------------
-
-#[test]
-fn config_errors_name_the_field() {
-    for (yaml, field) in [
-        (
-            "resources: { default_cpu: lots }",
-            "runtime.config.resources.default_cpu",
-        ),
-        (
-            "resources: { default_memory: 0 }",
-            "runtime.config.resources.default_memory",
-        ),
-        (
-            "resources: { gpu_resource: 'a b' }",
-            "runtime.config.resources.gpu_resource",
-        ),
-        (
-            "limits: { max_cpu: eight }",
-            "runtime.config.limits.max_cpu",
-        ),
-        (
-            "limits: { max_memory: 0 }",
-            "runtime.config.limits.max_memory",
-        ),
-        ("limits: { max_cpu: 100m }", "runtime.config.limits.max_cpu"),
-        (
-            "limits: { on_violation: ignore }",
-            "runtime.config.limits.on_violation",
-        ),
-        (
-            "limits: { allowed_images: [''] }",
-            "runtime.config.limits.allowed_images",
-        ),
-        (
-            "limits: { allowed_node_selectors: { 'bad key': [x] } }",
-            "runtime.config.limits.allowed_node_selectors.bad key",
-        ),
-        ("limits: { maxcpu: 1 }", "runtime.config.limits"),
-        (
-            "profiles: { k8s-gpu: { gpus: 1 } }",
-            "runtime.config.profiles.k8s-gpu",
-        ),
-        (
-            "profiles: { k8s-gpu: { cpu: 2x } }",
-            "runtime.config.profiles.k8s-gpu.cpu",
-        ),
-        (
-            "profiles: { k8s-gpu: { image: 'a b' } }",
-            "runtime.config.profiles.k8s-gpu.image",
-        ),
-        (
-            "profiles: { k8s-gpu: { tolerations: [{ key: x, colour: red }] } }",
-            "runtime.config.profiles.k8s-gpu.tolerations",
-        ),
-        (
-            "profiles: { k8s-gpu: { gpu: 9 } }\nlimits: { max_gpu: 1 }",
-            "runtime.config.profiles.k8s-gpu.gpu",
-        ),
-        (
-            "profiles: { k8s-gpu: { labels: { flext.dev/attempt: '9' } } }",
-            "runtime.config.profiles.k8s-gpu.labels",
-        ),
-        (
-            "profiles: { k8s: { timeout: 30d } }",
-            "runtime.config.profiles.k8s.timeout",
-        ),
-        (
-            "job_template: { system_retries: 1000 }",
-            "runtime.config.job_template.system_retries",
-        ),
-    ] {
-        let err = Config::from_yaml(yaml, &BTreeMap::new())
-            .expect_err(yaml)
-            .to_string();
-        assert!(err.contains(&format!("`{field}")), "{yaml}: {err}");
-    }
-}
-
-#[test]
-fn typed_sections_survive_the_effective_config_printout() {
-    let config = Config::from_yaml(CONFIG, &BTreeMap::new()).unwrap();
-    let shown = config.to_redacted_yaml();
-    // `check` prints `secrets:` next to `runtime:`; drop it and the rest must parse back.
-    let shown_runtime = shown.split("\nsecrets:").next().unwrap();
-    let reparsed = Config::from_yaml(shown_runtime, &BTreeMap::new()).unwrap();
-    assert_eq!(reparsed.settings.profiles, config.settings.profiles);
-    assert_eq!(reparsed.settings.limits, config.settings.limits);
-}
-
-#[test]
-fn limits_can_come_from_the_environment() {
-    let env: BTreeMap<String, String> =
-        [("FLEXT__LIMITS__MAX_CPU".to_owned(), "4".to_owned())].into();
-    let config = Config::from_yaml("", &env).unwrap();
-    assert_eq!(config.settings.limits.max_cpu, Some(Millicores(4000)));
 }
 
 // ---- properties ----------------------------------------------------------------------------

@@ -1031,7 +1031,7 @@ fn user_failure(payload: &serde_json::Value) -> JobFailure {
 pub fn pod_settings(config: &Config, job: &Job) -> Result<PodSettings, JobFailure> {
     let language = job.language.as_ref().map_or("", |l| l.as_str());
     hints::resolve(
-        &config.settings,
+        &config.settings.hints(),
         &job.tag,
         language,
         job.code.as_deref().unwrap_or_default(),

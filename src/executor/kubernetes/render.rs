@@ -618,7 +618,7 @@ mod tests {
         job.code = Some(code.into());
         job.args = json!({"x": 1, "b": [1, 2]});
         let pod = hints::resolve(
-            &config.settings,
+            &config.settings.hints(),
             &job.tag,
             "python3",
             code,

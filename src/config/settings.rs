@@ -1,0 +1,396 @@
+//! The sections of `runtime.config`, their defaults, and the checks each makes on itself.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Error, Result};
+use crate::hints::{HintSettings, Limits, Profiles, Resources};
+use crate::units::{ByteSize, HumanDuration};
+
+/// The settings a file (and env overrides) can give: `runtime.config` of the FlexCore schema.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The Windmill side: worker group, tags, finalize tag, timeouts.
+    pub windmill: WindmillSettings,
+    /// Which cluster to run jobs in.
+    pub cluster: ClusterSettings,
+    /// Default pod resources (a `hints` type: only hints read it).
+    pub resources: Resources,
+    /// The Job template.
+    pub job_template: JobTemplateSettings,
+    /// Per-tag profiles (`k8s-gpu: {gpu: 1, node_selector: {pool: gpu}}`): hints for every job
+    /// of that tag (`docs/hints.md`).
+    pub profiles: Profiles,
+    /// Admin limits on hints: maxima, allow-lists, protected labels (`docs/hints.md`).
+    pub limits: Limits,
+    /// The worker process: concurrency, polling, heartbeats, shutdown.
+    pub worker: WorkerSettings,
+    /// Job log batching and caps.
+    pub logs: LogSettings,
+    /// Database pool.
+    pub database: DatabaseSettings,
+    /// Which executor runs claimed jobs.
+    pub executor: ExecutorSettings,
+    /// Process logs.
+    pub telemetry: TelemetrySettings,
+}
+
+impl Settings {
+    /// What `hints` reads of these settings: the pod defaults, the profiles and the limits.
+    #[must_use]
+    pub fn hints(&self) -> HintSettings<'_> {
+        HintSettings {
+            resources: &self.resources,
+            image: &self.job_template.image,
+            images: &self.executor.images,
+            system_retries: self.job_template.system_retries,
+            default_timeout: self.windmill.default_timeout.0,
+            max_timeout: self.windmill.max_timeout.0,
+            profiles: &self.profiles,
+            limits: &self.limits,
+        }
+    }
+}
+
+/// `windmill:` — how we appear to and talk with Windmill.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindmillSettings {
+    /// Shown on Windmill's Workers page.
+    pub worker_group: String,
+    /// The tags this worker claims.
+    pub tags: Vec<String>,
+    /// A tag served by stock Windmill workers; our hand-back re-queues finished jobs on it.
+    pub finalize_tag: String,
+    /// Timeout for jobs without their own (`job_default_timeout` of the instance).
+    pub default_timeout: HumanDuration,
+    /// Upper bound of any job's timeout (the instance maximum).
+    pub max_timeout: HumanDuration,
+}
+
+impl Default for WindmillSettings {
+    fn default() -> Self {
+        Self {
+            worker_group: "k8s".into(),
+            tags: vec!["k8s".into()],
+            finalize_tag: "flow".into(),
+            default_timeout: HumanDuration(Duration::from_secs(900)),
+            max_timeout: HumanDuration(Duration::from_secs(7 * 86400)),
+        }
+    }
+}
+
+impl WindmillSettings {
+    /// Tags fit `v2_job.tag`, the finalize tag is not ours, the timeouts are in order.
+    pub(super) fn validate(&self) -> Result<()> {
+        if self.tags.is_empty() {
+            return Err(Error::invalid(
+                "runtime.config.windmill.tags",
+                "no tags: list the tags this worker claims, e.g. [k8s]",
+            ));
+        }
+        for tag in &self.tags {
+            if tag.is_empty() || tag.len() > 50 {
+                return Err(Error::invalid(
+                    "runtime.config.windmill.tags",
+                    format!("tag `{tag}` must be 1 to 50 characters (v2_job.tag is varchar(50))"),
+                ));
+            }
+        }
+        if self.tags.contains(&self.finalize_tag) {
+            return Err(Error::invalid(
+                "runtime.config.windmill.finalize_tag",
+                format!(
+                    "`{}` is also one of our tags: finished jobs would come back to us instead of a stock Windmill worker; \
+                     use a tag that Windmill's own workers serve (default `flow`)",
+                    self.finalize_tag
+                ),
+            ));
+        }
+        if self.worker_group.is_empty() {
+            return Err(Error::invalid(
+                "runtime.config.windmill.worker_group",
+                "must not be empty",
+            ));
+        }
+        if self.default_timeout > self.max_timeout {
+            return Err(Error::invalid(
+                "runtime.config.windmill.default_timeout",
+                format!(
+                    "{} exceeds max_timeout {}",
+                    self.default_timeout, self.max_timeout
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `cluster:` — the Kubernetes cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// Path of a kubeconfig; else `KUBECONFIG`, else in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// Context in the kubeconfig.
+    pub context: Option<String>,
+    /// Namespace the Jobs go to.
+    pub namespace: String,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            context: None,
+            namespace: "flext-runtime".into(),
+        }
+    }
+}
+
+/// `job_template:` — the Kubernetes Job shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobTemplateSettings {
+    /// The worker image, which also provides the in-pod runner.
+    pub image: String,
+    /// Pod restart policy.
+    pub restart_policy: String,
+    /// Kubernetes-side retries (we own retries: keep 0).
+    pub backoff_limit: i32,
+    /// Default system-retry budget: new attempts when a pod is lost before user code started
+    /// (the `retries` hint overrides it).
+    pub system_retries: u32,
+}
+
+impl Default for JobTemplateSettings {
+    fn default() -> Self {
+        Self {
+            image: "ghcr.io/flext/flext-kubernetes:latest".into(),
+            restart_policy: "Never".into(),
+            backoff_limit: 0,
+            system_retries: 3,
+        }
+    }
+}
+
+/// `worker:` — the worker process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Unique name of this worker process in Windmill (`worker_ping.worker`, `v2_job_queue.worker`).
+    /// Default: `wk-<worker_group>-<hostname>`.
+    pub name: Option<String>,
+    /// Jobs run at once; a job is claimed only when one of these permits is free.
+    pub concurrency: usize,
+    /// How long to wait before polling an empty queue again.
+    pub poll_interval: HumanDuration,
+    /// How often the batched heartbeat refreshes `ping` for every running job.
+    pub heartbeat_interval: HumanDuration,
+    /// How long SIGTERM waits for running jobs before leaving them to the next worker.
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            name: None,
+            concurrency: 64,
+            poll_interval: HumanDuration(Duration::from_millis(100)),
+            heartbeat_interval: HumanDuration(Duration::from_secs(5)),
+            shutdown_grace: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl WorkerSettings {
+    /// At least one permit, and a heartbeat well inside Windmill's zombie window.
+    pub(super) fn validate(&self) -> Result<()> {
+        if self.concurrency == 0 {
+            return Err(Error::invalid(
+                "runtime.config.worker.concurrency",
+                "must be at least 1",
+            ));
+        }
+        if self.heartbeat_interval.0.is_zero()
+            || self.heartbeat_interval.0 > Duration::from_secs(30)
+        {
+            return Err(Error::invalid(
+                "runtime.config.worker.heartbeat_interval",
+                format!(
+                    "{} is outside 1ms..30s: Windmill re-queues a job whose ping is older than 60 s",
+                    self.heartbeat_interval
+                ),
+            ));
+        }
+        if self.poll_interval.0.is_zero() {
+            return Err(Error::invalid(
+                "runtime.config.worker.poll_interval",
+                "must be greater than 0",
+            ));
+        }
+        if let Some(name) = &self.name
+            && (name.is_empty() || name.len() > 255)
+        {
+            return Err(Error::invalid(
+                "runtime.config.worker.name",
+                "must be 1 to 255 characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `logs:` — how job output reaches `job_logs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// Flush period while a job is young, so the UI shows output at once.
+    pub fast_flush_interval: HumanDuration,
+    /// How long a job counts as young.
+    pub fast_period: HumanDuration,
+    /// Flush period afterwards.
+    pub slow_flush_interval: HumanDuration,
+    /// Cap on the log of one job; past it a truncation line is written and output is dropped.
+    pub max_bytes: ByteSize,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            fast_flush_interval: HumanDuration(Duration::from_millis(500)),
+            fast_period: HumanDuration(Duration::from_secs(30)),
+            slow_flush_interval: HumanDuration(Duration::from_secs(2)),
+            max_bytes: ByteSize(16 << 20),
+        }
+    }
+}
+
+impl LogSettings {
+    /// A cap large enough for a truncation line, and flushes that happen.
+    pub(super) fn validate(&self) -> Result<()> {
+        if self.max_bytes.0 < 1024 {
+            return Err(Error::invalid(
+                "runtime.config.logs.max_bytes",
+                "must be at least 1KiB",
+            ));
+        }
+        if self.fast_flush_interval.0.is_zero() || self.slow_flush_interval.0.is_zero() {
+            return Err(Error::invalid(
+                "runtime.config.logs",
+                "flush intervals must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `database:` — the connection pool to Windmill's Postgres.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long to wait for a connection.
+    pub connect_timeout: HumanDuration,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            connect_timeout: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// Which executor runs claimed jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// Kubernetes Jobs (the product).
+    #[default]
+    Kubernetes,
+    /// In-process echo: every job succeeds with `{"args": <its args>}`. For exercising the queue
+    /// path (benchmarks, smoke tests of a Windmill setup) without a cluster.
+    Echo,
+}
+
+/// `executor:`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorSettings {
+    /// `kubernetes` (default) or `echo`.
+    #[serde(rename = "type")]
+    pub kind: ExecutorKind,
+    /// The main container's image per language, unless a script's `image=` hint names one.
+    pub images: BTreeMap<String, String>,
+    /// Largest result a job may return; larger ones fail with a message naming this limit.
+    pub max_result_bytes: ByteSize,
+    /// How long an image may fail to pull (`ErrImagePull`, `ImagePullBackOff`) before the job
+    /// fails.
+    pub image_pull_grace: HumanDuration,
+    /// How long a pod may stay unschedulable (waiting for capacity) before the job fails.
+    pub pending_budget: HumanDuration,
+    /// `ttlSecondsAfterFinished` of the Jobs: a backstop, the worker deletes them itself.
+    pub ttl_after_finished: HumanDuration,
+    /// Kubernetes API requests per second, on average.
+    pub api_qps: u32,
+    /// Kubernetes API requests allowed in a burst.
+    pub api_burst: u32,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        Self {
+            kind: ExecutorKind::default(),
+            images: BTreeMap::from([
+                ("python3".to_owned(), "python:3.12-slim".to_owned()),
+                ("bash".to_owned(), "bash:5.2".to_owned()),
+                ("bun".to_owned(), "oven/bun:1".to_owned()),
+                ("nativets".to_owned(), "oven/bun:1".to_owned()),
+                ("deno".to_owned(), "denoland/deno:2.1.4".to_owned()),
+            ]),
+            max_result_bytes: ByteSize(64 << 20),
+            image_pull_grace: HumanDuration(Duration::from_secs(60)),
+            pending_budget: HumanDuration(Duration::from_secs(15 * 60)),
+            ttl_after_finished: HumanDuration(Duration::from_secs(3600)),
+            api_qps: 50,
+            api_burst: 100,
+        }
+    }
+}
+
+/// Process log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `telemetry:`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `flext_kubernetes=debug`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}

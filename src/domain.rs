@@ -45,7 +45,9 @@ pub enum JobKind {
 
 impl JobKind {
     /// Kinds that a worker of ours never claims: they belong to Windmill's own workers (flows,
-    /// dependency jobs) or are the trivial jobs our hand-back creates (`identity`).
+    /// dependency jobs) or are the trivial jobs our hand-back creates (`identity`). The union of
+    /// [`Self::DEPENDENCY_KINDS`], [`Self::FLOW_KINDS`] and [`Self::FINALIZED_KINDS`]; on our tags
+    /// they are re-tagged for a stock worker at once.
     pub const NEVER_CLAIMED: &'static [&'static str] = &[
         "flow",
         "flowpreview",
@@ -55,6 +57,31 @@ impl JobKind {
         "dependencies",
         "flowdependencies",
         "appdependencies",
+        "identity",
+        "noop",
+        "unassigned_script",
+        "unassigned_flow",
+        "unassigned_singlestepflow",
+    ];
+
+    /// Lock-file kinds. Windmill pushes a script's lock job with the script's tag (so a
+    /// k8s-tagged script puts it on ours); a stock worker serving `dependency` runs it.
+    pub const DEPENDENCY_KINDS: &'static [&'static str] =
+        &["dependencies", "flowdependencies", "appdependencies"];
+
+    /// Flow kinds (Windmill's `JobKind::is_flow`, and `singlescriptflow`): a stock worker serving
+    /// `flow` runs them.
+    pub const FLOW_KINDS: &'static [&'static str] = &[
+        "flow",
+        "flowpreview",
+        "singlestepflow",
+        "singlescriptflow",
+        "flownode",
+    ];
+
+    /// Kinds a stock worker ends without running code (`identity`, `noop`) or fails
+    /// (`unassigned_*`): they go to the finalize tag.
+    pub const FINALIZED_KINDS: &'static [&'static str] = &[
         "identity",
         "noop",
         "unassigned_script",
@@ -451,6 +478,20 @@ pub struct Cancellation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kinds_we_never_claim_are_exactly_those_routed_to_stock_workers() {
+        let mut routed: Vec<&str> = [
+            JobKind::DEPENDENCY_KINDS,
+            JobKind::FLOW_KINDS,
+            JobKind::FINALIZED_KINDS,
+        ]
+        .concat();
+        let mut never = JobKind::NEVER_CLAIMED.to_vec();
+        routed.sort_unstable();
+        never.sort_unstable();
+        assert_eq!(routed, never);
+    }
 
     #[test]
     fn args_that_are_not_an_object_fail_with_a_clear_message() {

@@ -176,6 +176,17 @@ pub struct FixUp {
     pub record: Value,
 }
 
+/// A job on our tag handed to a stock worker's tag without running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// The job.
+    pub id: JobId,
+    /// The tag it went to.
+    pub tag: String,
+    /// Why (as written to its job log).
+    pub why: String,
+}
+
 /// A job running under a worker's name in Windmill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OwnedJob {
@@ -249,6 +260,21 @@ impl Queue {
         match self {
             Self::Postgres(q) => q.adopt(worker, id, stale).await,
             Self::Memory(q) => Ok(q.adopt(worker, id)),
+        }
+    }
+
+    /// Hands the jobs on `tags` that must not wait for us to stock workers: kinds we never run,
+    /// and queued jobs already canceled or failed (see `sql/route_elsewhere.sql`). At most
+    /// `limit` at a time.
+    pub async fn route_elsewhere(
+        &self,
+        tags: &[String],
+        finalize_tag: &str,
+        limit: i64,
+    ) -> Result<Vec<Routed>> {
+        match self {
+            Self::Postgres(q) => q.route_elsewhere(tags, finalize_tag, limit).await,
+            Self::Memory(_) => Ok(Vec::new()),
         }
     }
 

@@ -10,7 +10,8 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    Beat, Error, FixUp, HandBack, HandBackResult, JobState, LogChunk, OwnedJob, Result, WorkerPing,
+    Beat, Error, FixUp, HandBack, HandBackResult, JobState, LogChunk, OwnedJob, Result, Routed,
+    WorkerPing,
 };
 use crate::config::{Secret, redact_url};
 use crate::domain::{Cancellation, FlowStep, Job, JobId, JobKind, Language, Outcome};
@@ -26,6 +27,7 @@ const ADOPT: &str = concat!(
 const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
 const TIMEOUT: &str = include_str!("sql/timeout.sql");
 const APPEND_LOGS: &str = include_str!("sql/append_logs.sql");
+const ROUTE_ELSEWHERE: &str = include_str!("sql/route_elsewhere.sql");
 const OWNED_JOBS: &str = include_str!("sql/owned_jobs.sql");
 const LOCK_FOR_HAND_BACK: &str = include_str!("sql/lock_for_hand_back.sql");
 const HAND_BACK_SUCCESS: &str = include_str!("sql/hand_back_success.sql");
@@ -112,6 +114,33 @@ impl PgQueue {
             .await
             .map_err(Error::db("adopting a running job"))?;
         row.map(|row| job_from_row(&row)).transpose()
+    }
+
+    pub(super) async fn route_elsewhere(
+        &self,
+        tags: &[String],
+        finalize_tag: &str,
+        limit: i64,
+    ) -> Result<Vec<Routed>> {
+        let rows = sqlx::query(ROUTE_ELSEWHERE)
+            .bind(tags)
+            .bind(JobKind::DEPENDENCY_KINDS)
+            .bind(JobKind::FLOW_KINDS)
+            .bind(JobKind::FINALIZED_KINDS)
+            .bind(finalize_tag)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::db("handing jobs we do not run to stock workers"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(Routed {
+                    id: JobId(get(row, "id")?),
+                    tag: get(row, "tag")?,
+                    why: get(row, "why")?,
+                })
+            })
+            .collect()
     }
 
     pub(super) async fn owned(&self, worker: &str) -> Result<Vec<OwnedJob>> {

@@ -223,6 +223,23 @@ CREATE TABLE config (
     config  jsonb DEFAULT '{}'
 );
 
+-- Instance settings (name, JSON value). The worker reads `default_tags_per_workspace`,
+-- `default_tags_workspaces` and `fork_workspace_tag_append_fork_suffix` to name the per-workspace
+-- tags of stock workers.
+CREATE TABLE global_settings (
+    name        varchar(255) PRIMARY KEY,
+    value       jsonb NOT NULL,
+    updated_at  timestamp NOT NULL DEFAULT now()
+);
+
+-- Workspaces: only the columns the worker reads (a fork or dev workspace names its parent).
+CREATE TABLE workspace (
+    id                   varchar(50) PRIMARY KEY,
+    name                 varchar(50) NOT NULL,
+    owner                varchar(50) NOT NULL,
+    parent_workspace_id  varchar(50)
+);
+
 -- Row-level security, as Windmill sets it up: only its app roles get policies, so any other
 -- role that is neither owner, superuser nor BYPASSRLS sees no rows and updates nothing.
 ALTER TABLE v2_job ENABLE ROW LEVEL SECURITY;

@@ -7,11 +7,32 @@
 
 mod common;
 
-use common::bed::{Bed, LIMIT, bed_config, bed_settings};
+use std::ffi::OsStr;
+
+use common::bed::{Bed, LIMIT, bed_config, bed_settings, check_is_the_bed};
 use common::{WindmillJob, completed, eventually, logs, queue_row};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
 use serde_json::json;
+
+/// Every test here creates and deletes namespaces: it must refuse any cluster but the bed.
+#[test]
+fn the_bed_client_refuses_a_kubeconfig_that_is_not_the_beds() {
+    let dir = OsStr::new("/tmp/flext-testbed");
+    assert_eq!(
+        check_is_the_bed(Some(OsStr::new("/tmp/flext-testbed/kubeconfig")), Some(dir)),
+        Ok(())
+    );
+    let other = check_is_the_bed(Some(OsStr::new("/root/.kube/config")), Some(dir)).unwrap_err();
+    assert!(
+        other.contains("/root/.kube/config") && other.contains("scripts/testbed up"),
+        "{other}"
+    );
+    let unset = check_is_the_bed(None, Some(dir)).unwrap_err();
+    assert!(unset.contains("KUBECONFIG is not set"), "{unset}");
+    let no_bed = check_is_the_bed(Some(OsStr::new("/root/.kube/config")), None).unwrap_err();
+    assert!(no_bed.contains("FLEXT_TESTBED_DIR is not set"), "{no_bed}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_job_with_args_returns_its_result_and_complete_logs() {

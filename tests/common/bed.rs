@@ -1,6 +1,7 @@
 //! One end-to-end test's world on the Kubernetes test bed: its own database, namespace, worker
 //! (the Kubernetes executor, in process) and stock-worker double.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,21 +31,36 @@ pub struct Bed {
     pub stock_stop: CancellationToken,
 }
 
+/// What to do when there is no bed, or not the bed.
+const HOW: &str = "run the tests with scripts/test, or start the test bed first: \
+                   scripts/testbed up && eval \"$(scripts/testbed env)\"";
+
+/// Whether `kubeconfig` (`KUBECONFIG`) is the kubeconfig of the bed in `bed_dir`
+/// (`FLEXT_TESTBED_DIR`); the error says what is wrong and what to do.
+pub fn check_is_the_bed(kubeconfig: Option<&OsStr>, bed_dir: Option<&OsStr>) -> Result<(), String> {
+    let kubeconfig = kubeconfig.ok_or_else(|| format!("KUBECONFIG is not set: {HOW}"))?;
+    let dir = bed_dir.ok_or_else(|| format!("FLEXT_TESTBED_DIR is not set: {HOW}"))?;
+    let beds = Path::new(dir).join("kubeconfig");
+    if Path::new(kubeconfig) == beds {
+        Ok(())
+    } else {
+        Err(format!(
+            "KUBECONFIG is {}, not the test bed's ({}): {HOW}",
+            Path::new(kubeconfig).display(),
+            beds.display()
+        ))
+    }
+}
+
 /// The one way tests get a client for the bed. Refuses (panics, with instructions) when there is
 /// no bed, and when `KUBECONFIG` is not the bed's: the tests create and delete namespaces, which
 /// must never happen on a cluster someone else uses.
 pub async fn client() -> Client {
-    const HOW: &str = "run the tests with scripts/test, or start the test bed first: \
-                       scripts/testbed up && eval \"$(scripts/testbed env)\"";
-    let kubeconfig =
-        std::env::var_os("KUBECONFIG").unwrap_or_else(|| panic!("KUBECONFIG is not set: {HOW}"));
-    let dir = std::env::var_os("FLEXT_TESTBED_DIR")
-        .unwrap_or_else(|| panic!("FLEXT_TESTBED_DIR is not set: {HOW}"));
-    assert_eq!(
-        Path::new(&kubeconfig),
-        Path::new(&dir).join("kubeconfig"),
-        "KUBECONFIG is not the test bed's: {HOW}"
-    );
+    let kubeconfig = std::env::var_os("KUBECONFIG");
+    let dir = std::env::var_os("FLEXT_TESTBED_DIR");
+    if let Err(refused) = check_is_the_bed(kubeconfig.as_deref(), dir.as_deref()) {
+        panic!("{refused}");
+    }
     let client = Client::try_default()
         .await
         .unwrap_or_else(|e| panic!("cannot build a client from KUBECONFIG ({e}): {HOW}"));

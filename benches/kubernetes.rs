@@ -42,8 +42,6 @@ use flext_kubernetes::executor::kubernetes::render::{
     LABEL_JOB_ID, LABEL_MANAGED_BY, MAIN_CONTAINER, MANAGER,
 };
 use flext_kubernetes::executor::{Executor, KubernetesExecutor};
-use flext_kubernetes::queue::{PgQueue, Queue};
-use flext_kubernetes::worker::Worker;
 use futures::StreamExt as _;
 use k8s_openapi::api::batch::v1::Job as KubeJob;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -91,13 +89,8 @@ fn main() {
 async fn run() {
     let started = Instant::now();
     let admin = common::admin_url();
-    assert!(
-        std::env::var_os("KUBECONFIG").is_some(),
-        "KUBECONFIG is not set: run `scripts/bench k8s`, which starts the test bed"
-    );
-    let client = Client::try_default()
-        .await
-        .expect("a client for the test bed");
+    // `scripts/bench k8s` starts the bed and sets KUBECONFIG.
+    let client = common::bed::client().await;
     let namespace = format!("bench-{}", &Uuid::new_v4().simple().to_string()[..8]);
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
     Api::<Namespace>::all(client.clone())
@@ -380,12 +373,13 @@ fn settings(namespace: &str, name: &str, concurrency: usize, qps: u32) -> BTreeM
     .collect()
 }
 
+/// A worker's config and its executor, connected to the bed; [`common::start_worker`] starts it
+/// on the bench database.
 async fn in_process_worker(
-    db: &BenchDb,
     namespace: &str,
     concurrency: usize,
     qps: u32,
-) -> (Worker, KubernetesExecutor) {
+) -> (Config, KubernetesExecutor) {
     let env = settings(
         namespace,
         &format!("wk-bench-c{concurrency}"),
@@ -396,17 +390,15 @@ async fn in_process_worker(
     let executor = KubernetesExecutor::connect(Arc::new(config.clone()))
         .await
         .expect("the executor connects to the bed");
-    let queue = Queue::Postgres(PgQueue::from_pool(db.pool.clone()));
-    let worker = Worker::new(config, queue, Executor::Kubernetes(executor.clone()));
-    (worker, executor)
+    (config, executor)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Latency.
 
 async fn latency(db: &BenchDb, client: &Client, namespace: &str, seen: &Observer) -> String {
-    let (worker, _executor) = in_process_worker(db, namespace, LATENCY_CONCURRENCY, 1000).await;
-    let handle = worker.spawn();
+    let (config, executor) = in_process_worker(namespace, LATENCY_CONCURRENCY, 1000).await;
+    let handle = common::start_worker(&db.pool, config, Executor::Kubernetes(executor));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let period = Duration::from_micros(1_000_000 / LATENCY_RATE_PER_S);
     let mut next = tokio::time::Instant::now();
@@ -520,14 +512,14 @@ async fn throughput(
     jobs: usize,
     qps: u32,
 ) -> Throughput {
-    let (worker, executor) = in_process_worker(db, namespace, concurrency, qps).await;
+    let (config, executor) = in_process_worker(namespace, concurrency, qps).await;
     let mut ids = Vec::with_capacity(jobs);
     for _ in 0..jobs {
         ids.push(db.push(ECHO).await);
     }
     let before = executor.api_requests();
     let started = SystemTime::now();
-    let handle = worker.spawn();
+    let handle = common::start_worker(&db.pool, config, Executor::Kubernetes(executor.clone()));
     wait_until(|| async { db.handed_back(&ids).await >= jobs }).await;
     handle.shutdown().await;
     let requests = executor.api_requests() - before;

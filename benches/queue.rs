@@ -16,8 +16,7 @@ mod common;
 
 use flext_kubernetes::config::Config;
 use flext_kubernetes::executor::{Executor, InProcessExecutor};
-use flext_kubernetes::queue::{PgQueue, Queue};
-use flext_kubernetes::worker::{Worker, WorkerHandle};
+use flext_kubernetes::worker::WorkerHandle;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
@@ -95,7 +94,7 @@ fn start(db: &PgPool, workers: usize) -> Vec<WorkerHandle> {
                 .max_connections(4)
                 .connect_lazy_with(options);
             let executor = Executor::InProcess(InProcessExecutor::echo(&["python3"]));
-            Worker::new(config, Queue::Postgres(PgQueue::from_pool(pool)), executor).spawn()
+            common::start_worker(&pool, config, executor)
         })
         .collect()
 }

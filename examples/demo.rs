@@ -74,9 +74,7 @@ async fn main() {
     .await
     .expect("reset the demo database");
 
-    let client = kube::Client::try_default()
-        .await
-        .expect("a client for the test bed (KUBECONFIG)");
+    let client = common::bed::client().await;
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).unwrap();
     let _ = Api::<Namespace>::all(client)
         .create(&PostParams::default(), &ns)

@@ -144,13 +144,7 @@ pub async fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = load_config(path.as_deref())?;
     print!("{}", config.to_redacted_yaml());
     let queue = connect_checked(&config).await?;
-    let queued: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM v2_job_queue WHERE running = false AND tag = ANY($1)",
-    )
-    .bind(&config.settings.windmill.tags)
-    .fetch_one(queue.pool())
-    .await
-    .context("counting queued jobs")?;
+    let queued = queue.queued_count(&config.settings.windmill.tags).await?;
     println!("# database: reachable, Windmill schema OK, role may claim and hand back jobs");
     println!(
         "# would run as worker `{}` in group `{}`",

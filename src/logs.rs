@@ -18,13 +18,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ByteSize, LogSettings};
 use crate::domain::JobId;
-use crate::queue::{LogChunk, Queue};
+use crate::queue::{LogChunk, NOTE_PREFIX, Queue};
 
 /// A job's buffer grows at most this much before it is flushed early.
 const EARLY_FLUSH_BYTES: usize = 256 << 10;
-/// Retry delays after a failed append: doubling from the first, capped at the last.
+/// Retry delays after a failed append (see [`crate::backoff`]): from the first, capped at the
+/// last, so a database outage is retried often at first and then without hammering it.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(5);
+
+fn retry_delays() -> impl Iterator<Item = Duration> {
+    crate::backoff::delays(RETRY_FIRST, RETRY_CAP)
+}
 
 #[derive(Debug)]
 struct JobLog {
@@ -101,15 +106,19 @@ impl LogHub {
     pub async fn run(self, stop: CancellationToken) {
         let tick = (self.inner.settings.fast_flush_interval.0 / 5)
             .clamp(Duration::from_millis(10), Duration::from_millis(100));
-        let mut retry = RETRY_FIRST;
+        let mut retries = retry_delays();
         loop {
             let stopping = stop.is_cancelled();
             match self.flush_round(stopping).await {
-                Ok(()) => retry = RETRY_FIRST,
+                Ok(()) => retries = retry_delays(),
                 Err(error) => {
-                    tracing::warn!(%error, retry_in = ?retry, "appending job logs failed; keeping them and retrying");
-                    tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(RETRY_CAP);
+                    let delay = retries.next().unwrap_or(RETRY_CAP);
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        retry_in = ?delay,
+                        "appending job logs failed; keeping them and retrying"
+                    );
+                    tokio::time::sleep(delay).await;
                     continue;
                 }
             }
@@ -200,10 +209,7 @@ impl LogSink {
 
     /// Appends a line written by the worker itself (`[flext] waiting for capacity ...`).
     pub fn note(&self, message: &str) {
-        self.append(&format!(
-            "[flext-kubernetes] {}\n",
-            sanitize(message.as_bytes())
-        ));
+        self.append(&format!("{NOTE_PREFIX}{}\n", sanitize(message.as_bytes())));
     }
 
     fn append(&self, text: &str) {
@@ -253,7 +259,7 @@ impl LogSink {
             if let Some(job) = state.jobs.get_mut(&self.id) {
                 let _ = writeln!(
                     job.buf,
-                    "[flext-kubernetes] {dropped} bytes of further output were discarded"
+                    "{NOTE_PREFIX}{dropped} bytes of further output were discarded"
                 );
             }
         }
@@ -262,18 +268,9 @@ impl LogSink {
     }
 }
 
-/// Prefix of the lines the worker itself writes into a job log.
-pub const NOTE_PREFIX: &str = "[flext-kubernetes] ";
-
-/// Lines of a job log that came from the job's own output (not the worker's notes).
-#[must_use]
-pub fn output_lines(log: &str) -> usize {
-    log.lines().filter(|l| !l.starts_with(NOTE_PREFIX)).count()
-}
-
 fn truncation_line(max: ByteSize) -> String {
     format!(
-        "[flext-kubernetes] log truncated: this job's output passed {max} (logs.max_bytes in the worker config); \
+        "{NOTE_PREFIX}log truncated: this job's output passed {max} (logs.max_bytes in the worker config); \
          further output is discarded, the job keeps running\n"
     )
 }

@@ -7,14 +7,32 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::ffi::OsStr;
 
-use common::bed::{Bed, LIMIT, bed_settings};
+use common::bed::{Bed, LIMIT, bed_config, bed_settings, check_is_the_bed};
 use common::{WindmillJob, completed, eventually, logs, queue_row};
-use flext_kubernetes::executor::{Executor, KubernetesExecutor};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
 use serde_json::json;
+
+/// Every test here creates and deletes namespaces: it must refuse any cluster but the bed.
+#[test]
+fn the_bed_client_refuses_a_kubeconfig_that_is_not_the_beds() {
+    let dir = OsStr::new("/tmp/flext-testbed");
+    assert_eq!(
+        check_is_the_bed(Some(OsStr::new("/tmp/flext-testbed/kubeconfig")), Some(dir)),
+        Ok(())
+    );
+    let other = check_is_the_bed(Some(OsStr::new("/root/.kube/config")), Some(dir)).unwrap_err();
+    assert!(
+        other.contains("/root/.kube/config") && other.contains("scripts/testbed up"),
+        "{other}"
+    );
+    let unset = check_is_the_bed(None, Some(dir)).unwrap_err();
+    assert!(unset.contains("KUBECONFIG is not set"), "{unset}");
+    let no_bed = check_is_the_bed(Some(OsStr::new("/root/.kube/config")), None).unwrap_err();
+    assert!(no_bed.contains("FLEXT_TESTBED_DIR is not set"), "{no_bed}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_job_with_args_returns_its_result_and_complete_logs() {
@@ -465,27 +483,14 @@ async fn var_and_res_args_are_resolved_with_a_job_token_that_is_deleted_afterwar
         json!({"u/alice/db": {"host": "db.internal", "port": 5432}}),
     )
     .await;
-    let bed = Bed::new(&[]).await;
-    let mut bed = bed;
-    if let Some(worker) = bed.worker.take() {
-        worker.shutdown().await;
-    }
-    // A worker that knows Windmill's API.
-    let base = bed_settings(&bed.namespace);
-    let settings: Vec<(&str, &str)> = base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut config = common::config(&settings);
+    let mut bed = Bed::new(&[]).await;
+    // A worker that knows Windmill's API, in place of the default one.
+    let mut config = bed_config(&bed.namespace, &[]);
     config.windmill_url = Some(windmill.url.clone());
     config.windmill_token = Some(flext_kubernetes::config::Secret::new(
         common::windmill_api::SUPERADMIN_TOKEN,
     ));
-    let executor = KubernetesExecutor::connect(Arc::new(config.clone()))
-        .await
-        .unwrap();
-    bed.worker = Some(common::start_worker(
-        &bed.db,
-        config,
-        Executor::Kubernetes(executor),
-    ));
+    bed.start_worker(config).await;
 
     let code = "import os\ndef main(password, db, plain):\n    return {'password_len': len(password), 'host': db['host'], 'plain': plain, 'token': bool(os.environ.get('WM_TOKEN'))}\n";
     let id = WindmillJob::preview(code)
@@ -640,17 +645,8 @@ async fn work_left_for_a_job_windmill_no_longer_has_is_cleaned_up_at_start() {
         "left behind"
     );
     // The next worker of the group removes what was left.
-    let base = bed_settings(&bed.namespace);
-    let settings: Vec<(&str, &str)> = base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let config = common::config(&settings);
-    let executor = KubernetesExecutor::connect(Arc::new(config.clone()))
-        .await
-        .unwrap();
-    bed.worker = Some(common::start_worker(
-        &bed.db,
-        config,
-        Executor::Kubernetes(executor),
-    ));
+    let config = bed_config(&bed.namespace, &[]);
+    bed.start_worker(config).await;
     eventually("the cleanup", LIMIT, || async {
         bed.jobs()
             .list(&ListParams::default().labels(&selector))

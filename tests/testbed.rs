@@ -11,8 +11,12 @@
 //! Each test works in a namespace of its own, so they run in parallel; every wait polls with a
 //! deadline, none sleeps for a fixed time.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+// Tests fail loudly by design.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
 
 use futures::{AsyncBufReadExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
@@ -21,31 +25,11 @@ use k8s_openapi::serde_json::{self, json};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Api, Client};
 
+use common::bed::client;
+use common::eventually;
+
 /// How long any single condition may take to appear on an idle bed.
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A client for the bed named by `KUBECONFIG`; panics with instructions when there is none,
-/// and refuses a `KUBECONFIG` that is not the bed's (these tests create and delete namespaces).
-async fn bed() -> Client {
-    const HOW: &str =
-        "start the test bed first: scripts/testbed up && eval \"$(scripts/testbed env)\"";
-    let kubeconfig =
-        std::env::var_os("KUBECONFIG").unwrap_or_else(|| panic!("KUBECONFIG is not set: {HOW}"));
-    let dir = std::env::var_os("FLEXT_TESTBED_DIR")
-        .unwrap_or_else(|| panic!("FLEXT_TESTBED_DIR is not set: {HOW}"));
-    assert_eq!(
-        std::path::Path::new(&kubeconfig),
-        std::path::Path::new(&dir).join("kubeconfig"),
-        "KUBECONFIG is not the test bed's: {HOW}"
-    );
-    let client = Client::try_default()
-        .await
-        .unwrap_or_else(|e| panic!("cannot build a client from KUBECONFIG ({e}): {HOW}"));
-    if let Err(e) = client.apiserver_version().await {
-        panic!("the test bed's apiserver is not reachable ({e}): {HOW}");
-    }
-    client
-}
 
 /// A fresh namespace for one test, ready for pods (its default `ServiceAccount` exists: the
 /// `ServiceAccount` admission plugin rejects pods until then, as on any cluster).
@@ -59,7 +43,7 @@ async fn namespace(client: &Client, test: &str) -> String {
         .await
         .expect("create the test namespace");
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-    wait_for("the namespace's default ServiceAccount", || async {
+    eventually("the namespace's default ServiceAccount", WAIT, || async {
         match sas.get_opt("default").await {
             Ok(Some(_)) => Ok(()),
             other => Err(format!("{other:?}")),
@@ -80,32 +64,6 @@ fn rand_u32() -> u32 {
 async fn cleanup(client: &Client, ns: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let _ = namespaces.delete(ns, &DeleteParams::background()).await;
-}
-
-/// Polls `check` until it returns `Ok`, or panics after [`WAIT`] with the last state it saw.
-async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    wait_for_within(WAIT, what, check).await
-}
-
-async fn wait_for_within<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(last) if Instant::now() > deadline => {
-                panic!("timed out after {limit:?} waiting for {what}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }
 
 /// A Job with one container and `restartPolicy: Never`, `backoffLimit: 0`, as the worker makes them.
@@ -143,7 +101,7 @@ async fn job_pods(pods: &Api<Pod>, job: &str) -> Vec<Pod> {
 
 /// Waits for the Job to carry condition `type_` = True and returns its reason.
 async fn job_condition(jobs: &Api<Job>, name: &str, type_: &str) -> Option<String> {
-    wait_for(&format!("Job {name} to be {type_}"), || async {
+    eventually(&format!("Job {name} to be {type_}"), WAIT, || async {
         let job = jobs.get(name).await.map_err(|e| e.to_string())?;
         let conditions = job
             .status
@@ -180,22 +138,26 @@ async fn the_pod<F>(pods: &Api<Pod>, job: &str, what: &str, ready: F) -> Pod
 where
     F: Fn(&Pod) -> bool,
 {
-    wait_for(&format!("the pod of Job {job} to be {what}"), || async {
-        let list = job_pods(pods, job).await;
-        match list.as_slice() {
-            [pod] if ready(pod) => Ok(pod.clone()),
-            other => Err(format!(
-                "{:?}",
-                other.iter().map(|p| &p.status).collect::<Vec<_>>()
-            )),
-        }
-    })
+    eventually(
+        &format!("the pod of Job {job} to be {what}"),
+        WAIT,
+        || async {
+            let list = job_pods(pods, job).await;
+            match list.as_slice() {
+                [pod] if ready(pod) => Ok(pod.clone()),
+                other => Err(format!(
+                    "{:?}",
+                    other.iter().map(|p| &p.status).collect::<Vec<_>>()
+                )),
+            }
+        },
+    )
     .await
 }
 
 #[tokio::test]
 async fn job_whose_pod_prints_lines_is_followed_through_log_stream_and_completes() {
-    let client = bed().await;
+    let client = client().await;
     let ns = namespace(&client, "logs").await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -255,7 +217,7 @@ async fn job_whose_pod_prints_lines_is_followed_through_log_stream_and_completes
 
 #[tokio::test]
 async fn logs_honour_timestamps_tail_lines_limit_bytes_and_since_time() {
-    let client = bed().await;
+    let client = client().await;
     let ns = namespace(&client, "logparams").await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -352,7 +314,7 @@ async fn logs_honour_timestamps_tail_lines_limit_bytes_and_since_time() {
 
 #[tokio::test]
 async fn failing_pod_makes_the_job_failed() {
-    let client = bed().await;
+    let client = client().await;
     let ns = namespace(&client, "fail").await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -391,7 +353,7 @@ async fn failing_pod_makes_the_job_failed() {
 
 #[tokio::test]
 async fn active_deadline_fails_the_job_with_deadline_exceeded_and_stops_its_pod() {
-    let client = bed().await;
+    let client = client().await;
     let ns = namespace(&client, "deadline").await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -411,21 +373,25 @@ async fn active_deadline_fails_the_job_with_deadline_exceeded_and_stops_its_pod(
         Some("DeadlineExceeded")
     );
     // The job controller deletes the pod; the node agent stops it and confirms the deletion.
-    wait_for("the deadline-exceeded Job's pod to be deleted", || async {
-        let left = job_pods(&pods, "slow").await;
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{} pod(s) left", left.len()))
-        }
-    })
+    eventually(
+        "the deadline-exceeded Job's pod to be deleted",
+        WAIT,
+        || async {
+            let left = job_pods(&pods, "slow").await;
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} pod(s) left", left.len()))
+            }
+        },
+    )
     .await;
     cleanup(&client, &ns).await;
 }
 
 #[tokio::test]
 async fn impossible_request_stays_unschedulable_with_the_schedulers_message() {
-    let client = bed().await;
+    let client = client().await;
     let ns = namespace(&client, "unsched").await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -473,7 +439,7 @@ async fn impossible_request_stays_unschedulable_with_the_schedulers_message() {
 
 #[tokio::test]
 async fn unknown_image_reports_err_image_pull_then_image_pull_back_off() {
-    let client = bed().await;
+    let client = client().await;
     let ns = namespace(&client, "pull").await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -529,7 +495,7 @@ async fn unknown_image_reports_err_image_pull_then_image_pull_back_off() {
 
 #[tokio::test]
 async fn process_over_its_memory_limit_is_oom_killed() {
-    let client = bed().await;
+    let client = client().await;
     let ns = namespace(&client, "oom").await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -557,7 +523,7 @@ async fn process_over_its_memory_limit_is_oom_killed() {
 
 #[tokio::test]
 async fn foreground_deletion_of_a_running_job_removes_its_pods() {
-    let client = bed().await;
+    let client = client().await;
     let ns = namespace(&client, "fgdelete").await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -575,7 +541,7 @@ async fn foreground_deletion_of_a_running_job_removes_its_pods() {
     jobs.delete("victim", &DeleteParams::foreground())
         .await
         .unwrap();
-    wait_for("the Job and its pods to be gone", || async {
+    eventually("the Job and its pods to be gone", WAIT, || async {
         let job = jobs.get_opt("victim").await.map_err(|e| e.to_string())?;
         let left = job_pods(&pods, "victim").await;
         if job.is_none() && left.is_empty() {
@@ -594,7 +560,7 @@ async fn foreground_deletion_of_a_running_job_removes_its_pods() {
 
 #[tokio::test]
 async fn init_containers_env_and_volumes_are_laid_out_as_on_a_node() {
-    let client = bed().await;
+    let client = client().await;
     let ns = namespace(&client, "volumes").await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -690,7 +656,7 @@ impl Drop for RestoreNode {
 /// Only pods tolerating the GPU taint land on `gpu-1`, so losing it leaves the other tests alone.
 #[tokio::test]
 async fn pods_of_a_lost_node_are_failed_and_removed_by_the_pod_gc() {
-    let client = bed().await;
+    let client = client().await;
     let ns = namespace(&client, "nodelost").await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -714,9 +680,9 @@ async fn pods_of_a_lost_node_are_failed_and_removed_by_the_pod_gc() {
     let _restore = RestoreNode("gpu-1");
     // The pod GC waits 40 s for a vanished node to come back, then checks every 20 s.
     assert_eq!(
-        wait_for_within(
-            Duration::from_secs(120),
+        eventually(
             "the Job to fail once its pod is collected",
+            Duration::from_secs(120),
             || async {
                 let job = jobs.get("stranded").await.map_err(|e| e.to_string())?;
                 let conditions = job
@@ -735,7 +701,7 @@ async fn pods_of_a_lost_node_are_failed_and_removed_by_the_pod_gc() {
         .as_deref(),
         Some("BackoffLimitExceeded")
     );
-    wait_for("the stranded pod to be deleted", || async {
+    eventually("the stranded pod to be deleted", WAIT, || async {
         let left = job_pods(&pods, "stranded").await;
         if left.is_empty() {
             Ok(())

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use common::stock::StockWorker;
 use common::{
-    Flow, TestDb, WindmillJob, add, completed, config, eventually, executor, job_row, logs,
-    queue_row, start_worker,
+    Flow, TestDb, WindmillJob, add, completed, config, eventually, executor, holds_for, job_row,
+    logs, queue_row, start_worker,
 };
 use flext_kubernetes::domain::{Completion, FailureCategory, JobFailure, JobId, JobKind, Outcome};
 use flext_kubernetes::queue::{HandBack, HandBackResult, JobState, Queue, schema};
@@ -425,15 +425,21 @@ async fn heartbeat_reports_cancel_loss_and_completion_elsewhere() {
 async fn heartbeat_keeps_a_long_job_alive_past_the_zombie_threshold() {
     let db = TestDb::new().await;
     let id = WindmillJob::preview("work").push(&db).await;
-    let handle = start_worker(&db, config(&[]), executor(add, Duration::from_secs(4)));
+    // The job outlives the checks below, so that it is still running when the worker is stopped.
+    let handle = start_worker(
+        &db.pool,
+        config(&[]),
+        executor(add, Duration::from_secs(10)),
+    );
     let stock = StockWorker::new(&db.pool);
-    // Windmill's monitor with a threshold of 1 s (60 s in production) and 5x the heartbeat period.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     eventually("the claim", LIMIT, || async {
         queue_row(&db, id).await.filter(|r| r.0).map(|_| ())
     })
     .await;
-    while tokio::time::Instant::now() < deadline {
+    // Windmill's monitor with a threshold of 1 s (60 s in production) and 5x the heartbeat period,
+    // for 3 s from the claim: the period starts once there is a job to keep alive, however long
+    // the claim took.
+    holds_for(Duration::from_secs(3), 30, || async {
         assert!(
             stock
                 .requeue_zombies(Duration::from_secs(1))
@@ -442,8 +448,8 @@ async fn heartbeat_keeps_a_long_job_alive_past_the_zombie_threshold() {
                 .is_empty(),
             "a heartbeating job was re-queued"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     handle.abandon();
     handle.wait().await;
     // Control: once heartbeats stop, the same monitor does re-queue it.
@@ -468,7 +474,11 @@ async fn a_step_run_by_us_completes_in_windmill_and_the_flow_advances() {
         .await;
     let stop = CancellationToken::new();
     let stock = StockWorker::new(&db.pool).spawn(stop.clone());
-    let handle = start_worker(&db, config(&[]), executor(add, Duration::from_millis(50)));
+    let handle = start_worker(
+        &db.pool,
+        config(&[]),
+        executor(add, Duration::from_millis(50)),
+    );
     let done = eventually("the flow to complete", LIMIT, || async {
         completed(&db, flow).await
     })
@@ -527,7 +537,7 @@ async fn failure_reaches_windmill_with_the_real_error_after_the_fix_up() {
         .await;
     let stop = CancellationToken::new();
     let stock = StockWorker::new(&db.pool).spawn(stop.clone());
-    let handle = start_worker(&db, config(&[]), executor(add, Duration::ZERO));
+    let handle = start_worker(&db.pool, config(&[]), executor(add, Duration::ZERO));
     let row = eventually("the fixed-up failure", LIMIT, || async {
         completed(&db, id).await.filter(|r| {
             r.result
@@ -557,7 +567,11 @@ async fn cancel_while_running_ends_canceled_in_windmill() {
     let id = WindmillJob::preview("long").push(&db).await;
     let stop = CancellationToken::new();
     let stock = StockWorker::new(&db.pool).spawn(stop.clone());
-    let handle = start_worker(&db, config(&[]), executor(add, Duration::from_secs(600)));
+    let handle = start_worker(
+        &db.pool,
+        config(&[]),
+        executor(add, Duration::from_secs(600)),
+    );
     eventually("the claim", LIMIT, || async {
         queue_row(&db, id)
             .await
@@ -584,7 +598,11 @@ async fn windmill_timeout_cancels_the_job_as_timeout() {
     let id = WindmillJob::preview("long").timeout(1).push(&db).await;
     let stop = CancellationToken::new();
     let stock = StockWorker::new(&db.pool).spawn(stop.clone());
-    let handle = start_worker(&db, config(&[]), executor(add, Duration::from_secs(600)));
+    let handle = start_worker(
+        &db.pool,
+        config(&[]),
+        executor(add, Duration::from_secs(600)),
+    );
     let row = eventually("the timeout", LIMIT, || async { completed(&db, id).await }).await;
     assert_eq!(row.status, "canceled");
     assert_eq!(row.canceled_by.as_deref(), Some("timeout"));
@@ -613,7 +631,7 @@ async fn logs_arrive_complete_in_order_and_sanitized() {
     let id = WindmillJob::preview(&code).push(&db).await;
     let stop = CancellationToken::new();
     let stock = StockWorker::new(&db.pool).spawn(stop.clone());
-    let handle = start_worker(&db, config(&[]), executor(add, Duration::ZERO));
+    let handle = start_worker(&db.pool, config(&[]), executor(add, Duration::ZERO));
     eventually("completion", LIMIT, || async { completed(&db, id).await }).await;
     let expected: String = (0..2000)
         .map(|i| format!("line {i:04}\n"))
@@ -634,7 +652,7 @@ async fn the_worker_group_shows_on_the_workers_page() {
     let db = TestDb::new().await;
     let cfg = config(&[("FLEXT__WINDMILL__WORKER_GROUP", "k8s-prod")]);
     let name = cfg.worker_name();
-    let handle = start_worker(&db, cfg, executor(add, Duration::ZERO));
+    let handle = start_worker(&db.pool, cfg, executor(add, Duration::ZERO));
     let row = eventually("worker_ping", LIMIT, || async {
         sqlx::query("SELECT worker_group, custom_tags, wm_version, job_isolation, ping_at > now() - interval '10 s' AS fresh FROM worker_ping WHERE worker = $1")
             .bind(&name)
@@ -673,7 +691,7 @@ async fn jobs_we_cannot_run_fail_with_a_message_naming_what_is_supported() {
         .unwrap();
     let stop = CancellationToken::new();
     let stock = StockWorker::new(&db.pool).spawn(stop.clone());
-    let handle = start_worker(&db, config(&[]), executor(add, Duration::ZERO));
+    let handle = start_worker(&db.pool, config(&[]), executor(add, Duration::ZERO));
     for (id, name, needle) in [
         (php, "UnsupportedLanguage", "bash, bun, deno, python3"),
         (app, "UnsupportedJobKind", "script, preview, flowscript"),
@@ -714,7 +732,11 @@ async fn jobs_we_cannot_run_fail_with_a_message_naming_what_is_supported() {
 async fn a_job_deleted_mid_run_is_dropped_and_the_worker_goes_on() {
     let db = TestDb::new().await;
     let doomed = WindmillJob::preview("long").push(&db).await;
-    let handle = start_worker(&db, config(&[]), executor(add, Duration::from_secs(600)));
+    let handle = start_worker(
+        &db.pool,
+        config(&[]),
+        executor(add, Duration::from_secs(600)),
+    );
     eventually("the claim", LIMIT, || async {
         queue_row(&db, doomed).await.filter(|r| r.0).map(|_| ())
     })
@@ -737,7 +759,7 @@ async fn a_job_deleted_mid_run_is_dropped_and_the_worker_goes_on() {
     let next = WindmillJob::preview("x").push(&db).await;
     let stop = CancellationToken::new();
     let stock = StockWorker::new(&db.pool).spawn(stop.clone());
-    let handle = start_worker(&db, config(&[]), executor(add, Duration::ZERO));
+    let handle = start_worker(&db.pool, config(&[]), executor(add, Duration::ZERO));
     assert_eq!(
         eventually("the next job", LIMIT, || async {
             completed(&db, next).await
@@ -842,7 +864,7 @@ async fn fix_ups_left_by_a_stopped_worker_are_finished_by_the_next() {
     let stock = StockWorker::new(&db.pool);
     stock.run_once().await.unwrap();
     assert_eq!(completed(&db, job.id).await.unwrap().result, Some(json!(7)));
-    let handle = start_worker(&db, config(&[]), executor(add, Duration::ZERO));
+    let handle = start_worker(&db.pool, config(&[]), executor(add, Duration::ZERO));
     let (kind, args) = eventually("the fix-up", LIMIT, || async {
         let (kind, args, _) = job_row(&db, job.id).await;
         (kind == "preview").then_some((kind, args))

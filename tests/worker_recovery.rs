@@ -36,7 +36,7 @@ async fn a_job_claimed_by_a_worker_killed_before_its_work_existed_runs_once_afte
 
     let stop = CancellationToken::new();
     let stock = StockWorker::new(&db.pool).spawn(stop.clone());
-    let handle = start_worker(&db, cfg, executor(add, Duration::ZERO));
+    let handle = start_worker(&db.pool, cfg, executor(add, Duration::ZERO));
     // Well before Windmill's zombie monitor (60 s) would re-queue it.
     let row = eventually("the completion", LIMIT, || async {
         completed(&db, id).await
@@ -64,7 +64,7 @@ async fn a_result_windmill_cannot_store_fails_the_job_naming_the_cause() {
     let id = WindmillJob::preview("print('nul')").push(&db).await;
     let stop = CancellationToken::new();
     let stock = StockWorker::new(&db.pool).spawn(stop.clone());
-    let handle = start_worker(&db, config(&[]), executor(returns_nul, Duration::ZERO));
+    let handle = start_worker(&db.pool, config(&[]), executor(returns_nul, Duration::ZERO));
     let row = eventually("the fixed-up failure", LIMIT, || async {
         completed(&db, id).await.filter(|r| {
             r.result

@@ -1,12 +1,14 @@
 //! The `Queue` seam: claim, heartbeat, logs, hand-back, fix-up and registration against Windmill's
 //! job queue.
 //!
-//! [`Queue::Postgres`] talks to Windmill's database (the product); [`Queue::Memory`] is a small
-//! in-memory queue for unit tests of the worker loop.
+//! [`Queue::Postgres`] talks to Windmill's database (the product) with the statements of `sql/`,
+//! written by us from the tables of `windmill/schema/`; [`Queue::Memory`] is a small in-memory
+//! queue for unit tests of the worker loop.
 
 mod memory;
 mod postgres;
 pub mod schema;
+mod sql;
 
 use std::time::Duration;
 
@@ -25,8 +27,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The database cannot be reached (or dropped the connection): retry with backoff.
+    // The cause is not formatted here: it is the `source`, and a printer of the chain shows it
+    // once, after this context.
     #[error(
-        "cannot reach Windmill's database at {url}: {source}; check FLEXT_DATABASE_URL and that Postgres is up"
+        "cannot reach Windmill's database at {url} (check FLEXT_DATABASE_URL and that Postgres is up)"
     )]
     Unreachable {
         /// The URL, password redacted.
@@ -36,7 +40,7 @@ pub enum Error {
         source: sqlx::Error,
     },
     /// A statement failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Database {
         /// What we were doing.
         what: &'static str,
@@ -196,6 +200,18 @@ pub struct OwnedJob {
     pub canceled: bool,
 }
 
+/// Prefix of the lines the worker itself writes into a job log (`[flext-kubernetes] waiting for
+/// capacity ...`). It lives with the queue, not in `logs`, because the queue reads it too: a claimed
+/// or adopted job carries how many of its own lines `job_logs` already holds, so that the executor
+/// resumes the log after them. `logs` writes through the queue, never the other way round.
+pub const NOTE_PREFIX: &str = "[flext-kubernetes] ";
+
+/// Lines of a job log that came from the job's own output (not the worker's notes).
+#[must_use]
+pub fn output_lines(log: &str) -> usize {
+    log.lines().filter(|l| !l.starts_with(NOTE_PREFIX)).count()
+}
+
 /// A chunk of log text for one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogChunk {
@@ -333,7 +349,11 @@ impl Queue {
         }
     }
 
-    /// Hands a finished job back to Windmill (see `windmill-protocol.md`).
+    /// Hands a finished job back to Windmill: in one transaction, while the queue row is still ours,
+    /// writes the outcome into `v2_job` (a success becomes an `identity` job carrying the result, a
+    /// failure sets `pre_run_error`; a cancel changes nothing) and re-queues the row on
+    /// `finalize_tag`, where a stock worker completes it as if it had run the job
+    /// (`sql/lock_for_hand_back.sql`, `hand_back_*.sql`, `requeue_for_finalize.sql`).
     pub async fn hand_back(
         &self,
         worker: &str,
@@ -378,3 +398,6 @@ impl Queue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

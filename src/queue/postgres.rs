@@ -1,5 +1,5 @@
-//! The queue on Windmill's Postgres. Every statement lives in `sql/` and is written by us from the
-//! schema facts in `windmill-protocol.md`.
+//! The queue on Windmill's Postgres: binds the statements of [`super::sql`] (written by us from
+//! the tables of `windmill/schema/`) and reads their rows into our types.
 
 use std::time::Duration;
 
@@ -9,37 +9,17 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
+use super::sql::{
+    ADOPT, APPEND_LOGS, CLAIM, FIX_UP, HAND_BACK_FAILURE, HAND_BACK_SUCCESS, HEARTBEAT, IN_QUEUE,
+    LOAD_JOB, LOCK_FOR_HAND_BACK, OWNED_JOBS, PENDING_FIX_UPS, QUEUED_COUNT, REGISTER,
+    REQUEUE_FOR_FINALIZE, ROUTE_ELSEWHERE, TIMEOUT,
+};
 use super::{
     Beat, Error, FixUp, HandBack, HandBackResult, JobState, LogChunk, OwnedJob, Result, Routed,
     WorkerPing,
 };
 use crate::config::{Secret, redact_url};
 use crate::domain::{Cancellation, FlowStep, Job, JobId, JobKind, Language, Outcome};
-
-const CLAIM: &str = concat!(
-    include_str!("sql/claim.sql"),
-    include_str!("sql/job_projection.sql")
-);
-const ADOPT: &str = concat!(
-    include_str!("sql/adopt.sql"),
-    include_str!("sql/job_projection.sql")
-);
-const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
-const TIMEOUT: &str = include_str!("sql/timeout.sql");
-const APPEND_LOGS: &str = include_str!("sql/append_logs.sql");
-const ROUTE_ELSEWHERE: &str = include_str!("sql/route_elsewhere.sql");
-const OWNED_JOBS: &str = include_str!("sql/owned_jobs.sql");
-const LOCK_FOR_HAND_BACK: &str = include_str!("sql/lock_for_hand_back.sql");
-const HAND_BACK_SUCCESS: &str = include_str!("sql/hand_back_success.sql");
-const HAND_BACK_FAILURE: &str = include_str!("sql/hand_back_failure.sql");
-const REQUEUE_FOR_FINALIZE: &str = include_str!("sql/requeue_for_finalize.sql");
-const FIX_UP: &str = include_str!("sql/fix_up.sql");
-const PENDING_FIX_UPS: &str = include_str!("sql/pending_fix_ups.sql");
-const REGISTER: &str = include_str!("sql/register.sql");
-const LOAD_JOB: &str = concat!(
-    include_str!("sql/load_job.sql"),
-    include_str!("sql/job_projection.sql")
-);
 
 /// Windmill's queue in Postgres.
 #[derive(Debug, Clone)]
@@ -160,11 +140,20 @@ impl PgQueue {
     }
 
     pub(super) async fn in_queue(&self, id: JobId) -> Result<bool> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM v2_job_queue WHERE id = $1)")
+        sqlx::query_scalar(IN_QUEUE)
             .bind(id.0)
             .fetch_one(&self.pool)
             .await
             .map_err(Error::db("looking up a job"))
+    }
+
+    /// How many jobs on `tags` wait for a worker now (queued, not running).
+    pub async fn queued_count(&self, tags: &[String]) -> Result<i64> {
+        sqlx::query_scalar(QUEUED_COUNT)
+            .bind(tags)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(Error::db("counting queued jobs"))
     }
 
     /// A queued or running job's details, without claiming it.
@@ -411,6 +400,6 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
         script_envs: get(row, "envs")?,
         created_at: get(row, "created_at")?,
         started_at: started_at.unwrap_or_else(Utc::now),
-        prior_output_lines: prior_logs.as_deref().map_or(0, crate::logs::output_lines),
+        prior_output_lines: prior_logs.as_deref().map_or(0, super::output_lines),
     })
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::{PgPool, Row};
 
-use super::{Error, Result};
+use super::{Error, Result, sql};
 
 /// Columns we read or write, with Postgres' `udt_name` of their type (`None`: any type) and
 /// whether they must be NOT NULL.
@@ -146,15 +146,11 @@ const EXPECTED_ENUM_LABELS: &[(&str, &[&str])] = &[
 /// Checks that the connected database has the Windmill tables, columns and enums we use.
 pub async fn check_schema(pool: &PgPool) -> Result<()> {
     let tables: Vec<&str> = EXPECTED.iter().map(|(t, _)| *t).collect();
-    let rows = sqlx::query(
-        "SELECT table_name::text AS t, column_name::text AS c, udt_name::text AS u
-         FROM information_schema.columns
-         WHERE table_schema = ANY (current_schemas(false)) AND table_name = ANY ($1)",
-    )
-    .bind(&tables)
-    .fetch_all(pool)
-    .await
-    .map_err(Error::db("reading the schema"))?;
+    let rows = sqlx::query(sql::CHECK_COLUMNS)
+        .bind(&tables)
+        .fetch_all(pool)
+        .await
+        .map_err(Error::db("reading the schema"))?;
     let mut found: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for row in &rows {
         let t: String = row.try_get("t").map_err(Error::db("reading the schema"))?;
@@ -181,15 +177,13 @@ pub async fn check_schema(pool: &PgPool) -> Result<()> {
         }
     }
     for (enum_name, labels) in EXPECTED_ENUM_LABELS {
-        let have: BTreeSet<String> = sqlx::query_scalar(
-            "SELECT e.enumlabel::text FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid WHERE t.typname = $1",
-        )
-        .bind(enum_name)
-        .fetch_all(pool)
-        .await
-        .map_err(Error::db("reading enum labels"))?
-        .into_iter()
-        .collect();
+        let have: BTreeSet<String> = sqlx::query_scalar(sql::CHECK_ENUM_LABELS)
+            .bind(enum_name)
+            .fetch_all(pool)
+            .await
+            .map_err(Error::db("reading enum labels"))?
+            .into_iter()
+            .collect();
         if have.is_empty() {
             problems.push(format!("enum type `{enum_name}` is missing"));
             continue;
@@ -203,7 +197,7 @@ pub async fn check_schema(pool: &PgPool) -> Result<()> {
     if problems.is_empty() {
         return Ok(());
     }
-    let database: String = sqlx::query_scalar("SELECT current_database()::text")
+    let database: String = sqlx::query_scalar(sql::CURRENT_DATABASE)
         .fetch_one(pool)
         .await
         .unwrap_or_else(|_| "?".into());
@@ -217,13 +211,10 @@ pub async fn check_schema(pool: &PgPool) -> Result<()> {
 /// Checks that our role can read and change `v2_job` despite its row-level security, and has the
 /// table privileges the queue statements need.
 pub async fn check_role(pool: &PgPool) -> Result<()> {
-    let row = sqlx::query(
-        "SELECT current_user::text AS role, r.rolsuper, r.rolbypassrls
-         FROM pg_roles r WHERE r.rolname = current_user",
-    )
-    .fetch_one(pool)
-    .await
-    .map_err(Error::db("reading our role"))?;
+    let row = sqlx::query(sql::CHECK_ROLE)
+        .fetch_one(pool)
+        .await
+        .map_err(Error::db("reading our role"))?;
     let role: String = row.try_get("role").map_err(Error::db("reading our role"))?;
     let superuser: bool = row
         .try_get("rolsuper")
@@ -233,17 +224,11 @@ pub async fn check_role(pool: &PgPool) -> Result<()> {
         .map_err(Error::db("reading our role"))?;
 
     for table in ["v2_job", "script"] {
-        let row = sqlx::query(
-            "SELECT c.relrowsecurity AS rls, c.relforcerowsecurity AS forced,
-                    pg_has_role(current_user, c.relowner, 'USAGE') AS owner,
-                    pg_get_userbyid(c.relowner)::text AS owner_name
-             FROM pg_class c
-             WHERE c.oid = to_regclass($1)",
-        )
-        .bind(table)
-        .fetch_one(pool)
-        .await
-        .map_err(Error::db("reading row-level security settings"))?;
+        let row = sqlx::query(sql::CHECK_ROW_SECURITY)
+            .bind(table)
+            .fetch_one(pool)
+            .await
+            .map_err(Error::db("reading row-level security settings"))?;
         let rls: bool = row
             .try_get("rls")
             .map_err(Error::db("reading row-level security settings"))?;
@@ -282,7 +267,7 @@ pub async fn check_role(pool: &PgPool) -> Result<()> {
     for (table, needed) in privileges {
         // has_table_privilege with a list answers "any of"; we need each one.
         for privilege in needed.split(", ") {
-            let ok: bool = sqlx::query_scalar("SELECT has_table_privilege(current_user, $1, $2)")
+            let ok: bool = sqlx::query_scalar(sql::CHECK_PRIVILEGE)
                 .bind(table)
                 .bind(privilege)
                 .fetch_one(pool)

@@ -60,10 +60,13 @@ async fn follow_running_work(jobs: &Jobs, id: JobId) {
                 worker.executor.cleanup(id).await;
             }
             Ok(true) => tracing::debug!(job.id = %id, "running work belongs to a live worker"),
-            Err(error) => tracing::warn!(%error, "looking up a job to adopt failed"),
+            Err(error) => tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "looking up a job to adopt failed"
+            ),
         },
         Err(error) => {
-            tracing::warn!(%error, job.id = %id, "adopting failed; Windmill re-queues it if it stays silent");
+            tracing::warn!(error = &error as &dyn std::error::Error, job.id = %id, "adopting failed; Windmill re-queues it if it stays silent");
         }
     }
 }
@@ -80,7 +83,7 @@ async fn start_without_work(jobs: &Jobs, owned: OwnedJob) {
         Ok(Some(job)) => job,
         Ok(None) => return,
         Err(error) => {
-            tracing::warn!(%error, job.id = %owned.id, "taking back a job without work failed; Windmill re-queues it");
+            tracing::warn!(error = &error as &dyn std::error::Error, job.id = %owned.id, "taking back a job without work failed; Windmill re-queues it");
             return;
         }
     };
@@ -99,22 +102,25 @@ async fn start_without_work(jobs: &Jobs, owned: OwnedJob) {
 /// Tries `list` a few times with backoff; `None` (logged) when it keeps failing.
 async fn with_retries<T, E, F, Fut>(what: &str, mut list: F) -> Option<T>
 where
-    E: std::fmt::Display,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
     let mut delays = retry_delays();
     for attempt in 1..=LIST_TRIES {
-        match list().await {
+        let error: Box<dyn std::error::Error + Send + Sync> = match list().await {
             Ok(found) => return Some(found),
-            Err(error) if attempt == LIST_TRIES => {
-                tracing::warn!(%error, "{what} failed; Windmill re-queues what is left");
-            }
-            Err(error) => {
-                let delay = delays.next().unwrap_or(Duration::from_secs(10));
-                tracing::debug!(%error, retry_in = ?delay, "{what} failed; retrying");
-                tokio::time::sleep(delay).await;
-            }
+            Err(error) => error.into(),
+        };
+        if attempt == LIST_TRIES {
+            tracing::warn!(
+                error = &*error as &dyn std::error::Error,
+                "{what} failed; Windmill re-queues what is left"
+            );
+        } else {
+            let delay = delays.next().unwrap_or(Duration::from_secs(10));
+            tracing::debug!(error = &*error as &dyn std::error::Error, retry_in = ?delay, "{what} failed; retrying");
+            tokio::time::sleep(delay).await;
         }
     }
     None

@@ -49,7 +49,7 @@ pub(super) async fn run(jobs: &Jobs, stop: &CancellationToken) {
             Ok(None) => poll,
             Err(error) => {
                 let delay = errors.next().unwrap_or(Duration::from_secs(10));
-                tracing::warn!(%error, retry_in = ?delay, "claiming failed");
+                tracing::warn!(error = &error as &dyn std::error::Error, retry_in = ?delay, "claiming failed");
                 delay
             }
         };
@@ -75,7 +75,10 @@ async fn route_elsewhere(worker: &Worker) {
             }
         }
         Err(error) => {
-            tracing::warn!(%error, "handing jobs we do not run to stock workers failed; retrying next poll");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "handing jobs we do not run to stock workers failed; retrying next poll"
+            );
         }
     }
 }

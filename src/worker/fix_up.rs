@@ -29,7 +29,10 @@ pub(super) async fn run(worker: Worker, shared: Arc<Shared>, stop: CancellationT
                     shared.fix_ups().retain(|f| !done.contains(&f.id));
                 }
                 Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "fix-up failed; retrying"),
+                Err(error) => tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "fix-up failed; retrying"
+                ),
             }
         }
         if stopping {
@@ -63,6 +66,9 @@ async fn resume_stale(worker: &Worker, shared: &Shared) {
             }));
         }
         Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "looking for stale fix-ups failed"),
+        Err(error) => tracing::warn!(
+            error = &error as &dyn std::error::Error,
+            "looking for stale fix-ups failed"
+        ),
     }
 }

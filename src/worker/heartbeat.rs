@@ -29,7 +29,10 @@ pub(super) async fn run(worker: Worker, shared: Arc<Shared>, stop: CancellationT
             .register(&ping(&worker, &shared, started_at))
             .await
         {
-            tracing::warn!(%error, "refreshing worker_ping failed");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "refreshing worker_ping failed"
+            );
         }
     }
 }
@@ -56,7 +59,11 @@ async fn beat(worker: &Worker, shared: &Shared) {
             }
         }
         Err(error) => {
-            tracing::warn!(%error, jobs = beats.len(), "heartbeat failed; retrying next tick");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                jobs = beats.len(),
+                "heartbeat failed; retrying next tick"
+            );
         }
     }
 }

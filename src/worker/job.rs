@@ -124,7 +124,7 @@ impl Jobs {
             .await
         {
             let delay = delays.next().unwrap_or(Duration::from_secs(10));
-            tracing::warn!(%error, retry_in = ?delay, "recording the timeout failed");
+            tracing::warn!(error = &error as &dyn std::error::Error, retry_in = ?delay, "recording the timeout failed");
             tokio::time::sleep(delay).await;
         }
         tracing::info!(timeout_s = timeout.as_secs(), "job timed out");
@@ -204,16 +204,22 @@ impl Jobs {
             };
             if !error.is_retryable() {
                 if refused_once {
-                    tracing::error!(%error, "Windmill's database refused the hand-back twice; leaving the job to Windmill's zombie monitor");
+                    tracing::error!(
+                        error = &error as &dyn std::error::Error,
+                        "Windmill's database refused the hand-back twice; leaving the job to Windmill's zombie monitor"
+                    );
                     return None;
                 }
-                tracing::error!(%error, "Windmill's database refused the hand-back; handing back a failure that names the refusal");
+                tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    "Windmill's database refused the hand-back; handing back a failure that names the refusal"
+                );
                 refused_once = true;
                 hand_back.completion = refused(&hand_back.completion, &error);
                 continue;
             }
             let delay = delays.next().unwrap_or(Duration::from_secs(10));
-            tracing::warn!(%error, retry_in = ?delay, "hand-back failed; retrying");
+            tracing::warn!(error = &error as &dyn std::error::Error, retry_in = ?delay, "hand-back failed; retrying");
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = self.abandon.cancelled() => {
@@ -274,7 +280,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     let mut source = error.source();
     while let Some(cause) = source {
         let cause_text = cause.to_string();
-        // Until every error in the tree leaves its cause out of its own message, skip repeats.
+        // Some causes are already part of their error's message (sqlx's database errors print
+        // the server's message, which is also their source): name each once.
         if !text.contains(&cause_text) {
             text.push_str(": ");
             text.push_str(&cause_text);

@@ -1,9 +1,12 @@
 //! One end-to-end test's world on the Kubernetes test bed: its own database, namespace, worker
 //! (the Kubernetes executor, in process) and stock-worker double.
 
+use std::ffi::OsStr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flext_kubernetes::config::Config;
 use flext_kubernetes::executor::{Executor, KubernetesExecutor};
 use flext_kubernetes::worker::WorkerHandle;
 use k8s_openapi::api::batch::v1::Job as KubeJob;
@@ -28,14 +31,43 @@ pub struct Bed {
     pub stock_stop: CancellationToken,
 }
 
+/// What to do when there is no bed, or not the bed.
+const HOW: &str = "run the tests with scripts/test, or start the test bed first: \
+                   scripts/testbed up && eval \"$(scripts/testbed env)\"";
+
+/// Whether `kubeconfig` (`KUBECONFIG`) is the kubeconfig of the bed in `bed_dir`
+/// (`FLEXT_TESTBED_DIR`); the error says what is wrong and what to do.
+pub fn check_is_the_bed(kubeconfig: Option<&OsStr>, bed_dir: Option<&OsStr>) -> Result<(), String> {
+    let kubeconfig = kubeconfig.ok_or_else(|| format!("KUBECONFIG is not set: {HOW}"))?;
+    let dir = bed_dir.ok_or_else(|| format!("FLEXT_TESTBED_DIR is not set: {HOW}"))?;
+    let beds = Path::new(dir).join("kubeconfig");
+    if Path::new(kubeconfig) == beds {
+        Ok(())
+    } else {
+        Err(format!(
+            "KUBECONFIG is {}, not the test bed's ({}): {HOW}",
+            Path::new(kubeconfig).display(),
+            beds.display()
+        ))
+    }
+}
+
+/// The one way tests get a client for the bed. Refuses (panics, with instructions) when there is
+/// no bed, and when `KUBECONFIG` is not the bed's: the tests create and delete namespaces, which
+/// must never happen on a cluster someone else uses.
 pub async fn client() -> Client {
-    assert!(
-        std::env::var_os("KUBECONFIG").is_some(),
-        "KUBECONFIG is not set: run the tests with scripts/test, or `scripts/testbed up && eval \"$(scripts/testbed env)\"`"
-    );
-    Client::try_default()
+    let kubeconfig = std::env::var_os("KUBECONFIG");
+    let dir = std::env::var_os("FLEXT_TESTBED_DIR");
+    if let Err(refused) = check_is_the_bed(kubeconfig.as_deref(), dir.as_deref()) {
+        panic!("{refused}");
+    }
+    let client = Client::try_default()
         .await
-        .expect("a client for the test bed (is `scripts/testbed up` running?)")
+        .unwrap_or_else(|e| panic!("cannot build a client from KUBECONFIG ({e}): {HOW}"));
+    if let Err(e) = client.apiserver_version().await {
+        panic!("the test bed's apiserver is not reachable ({e}): {HOW}");
+    }
+    client
 }
 
 /// Settings every test worker gets, as `FLEXT__` overrides.
@@ -55,6 +87,15 @@ pub fn bed_settings(namespace: &str) -> Vec<(String, String)> {
     .collect()
 }
 
+/// A test worker's config on the bed: [`bed_settings`] for `namespace`, then `extra`.
+pub fn bed_config(namespace: &str, extra: &[(&str, &str)]) -> Config {
+    let base = bed_settings(namespace);
+    let mut settings: Vec<(&str, &str)> =
+        base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    settings.extend_from_slice(extra);
+    super::config(&settings)
+}
+
 impl Bed {
     pub async fn new(extra: &[(&str, &str)]) -> Self {
         let db = TestDb::new().await;
@@ -66,24 +107,34 @@ impl Bed {
             .create(&PostParams::default(), &ns)
             .await
             .expect("create the test namespace");
-        let base = bed_settings(&namespace);
-        let mut settings: Vec<(&str, &str)> =
-            base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        settings.extend_from_slice(extra);
-        let config = super::config(&settings);
-        let executor = KubernetesExecutor::connect(Arc::new(config.clone()))
-            .await
-            .expect("the executor connects to the bed");
-        let worker = super::start_worker(&db, config, Executor::Kubernetes(executor));
         let stock_stop = CancellationToken::new();
         StockWorker::new(&db.pool).spawn(stock_stop.clone());
-        Self {
+        let mut bed = Self {
             db,
             client,
             namespace,
-            worker: Some(worker),
+            worker: None,
             stock_stop,
+        };
+        let config = bed_config(&bed.namespace, extra);
+        bed.start_worker(config).await;
+        bed
+    }
+
+    /// Starts the worker (the Kubernetes executor, in process) with `config`, in place of the one
+    /// running, which is shut down first.
+    pub async fn start_worker(&mut self, config: Config) {
+        if let Some(worker) = self.worker.take() {
+            worker.shutdown().await;
         }
+        let executor = KubernetesExecutor::connect(Arc::new(config.clone()))
+            .await
+            .expect("the executor connects to the bed");
+        self.worker = Some(super::start_worker(
+            &self.db.pool,
+            config,
+            Executor::Kubernetes(executor),
+        ));
     }
 
     pub fn jobs(&self) -> Api<KubeJob> {

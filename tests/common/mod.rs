@@ -1,6 +1,7 @@
-//! Shared fixtures for tests against a real PostgreSQL: a fresh database per test cloned from the
-//! Windmill schema fixture, builders that push jobs the way Windmill does, and a stock-worker
-//! double.
+//! Shared fixtures for tests (and benches) against a real PostgreSQL: a fresh database per test
+//! cloned from the Windmill schema fixture, builders that push jobs the way Windmill does, a
+//! stock-worker double, and the one way each to start a worker ([`start_worker`]), to wait for a
+//! condition ([`eventually`]) and, in [`bed`], to reach the Kubernetes test bed.
 #![allow(dead_code, clippy::missing_panics_doc)]
 
 pub mod bed;
@@ -171,26 +172,90 @@ pub fn add(job: &Job) -> flext_kubernetes::domain::Outcome {
     Outcome::Success(json!({ "sum": x + y }))
 }
 
-pub fn start_worker(db: &TestDb, config: Config, executor: Executor) -> WorkerHandle {
-    Worker::new(config, Queue::Postgres(db.queue()), executor).spawn()
+/// The one way tests (and benches) start a worker: on Windmill's database behind `pool`, with
+/// `config` and `executor`, as `flext-kubernetes run` would.
+pub fn start_worker(pool: &PgPool, config: Config, executor: Executor) -> WorkerHandle {
+    Worker::new(
+        config,
+        Queue::Postgres(PgQueue::from_pool(pool.clone())),
+        executor,
+    )
+    .spawn()
 }
 
-/// Polls `check` until it returns `Some`, failing the test after `limit`.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+/// What one look at a condition [`eventually`] waits for found: the value, or not yet.
+pub trait Attempt {
+    /// What the condition yields once it holds.
+    type Value;
+    /// The value, or what was seen instead (when the check says) for the timeout message.
+    fn settled(self) -> Result<Self::Value, Option<String>>;
+}
+
+impl<T> Attempt for Option<T> {
+    type Value = T;
+    fn settled(self) -> Result<T, Option<String>> {
+        self.ok_or(None)
+    }
+}
+
+/// `Err` carries the state seen, which the timeout message shows.
+impl<T> Attempt for Result<T, String> {
+    type Value = T;
+    fn settled(self) -> Result<T, Option<String>> {
+        self.map_err(Some)
+    }
+}
+
+/// Polls `check` until it yields a value (`Some`, or `Ok`), failing the test after `limit` with
+/// `what` and, for a check returning `Result`, the last state it saw. Polls often at first (most
+/// conditions settle within a second) and then gently, not to load the bed's apiserver.
+pub async fn eventually<A, F, Fut>(what: &str, limit: Duration, mut check: F) -> A::Value
+where
+    A: Attempt,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = A>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        let last = match check().await.settled() {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        if started.elapsed() >= limit {
+            match last {
+                Some(last) => {
+                    panic!("timed out after {limit:?} waiting for {what}; last seen: {last}")
+                }
+                None => panic!("timed out after {limit:?} waiting for {what}"),
+            }
+        }
+        let pause = if started.elapsed() < Duration::from_secs(2) {
+            Duration::from_millis(25)
+        } else {
+            Duration::from_millis(100)
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Runs `check` again and again for `period` from now, and at least `min_checks` times however
+/// long each takes: an invariant that must hold over time is checked for that time, never zero
+/// times. Returns how many checks ran.
+pub async fn holds_for<F, Fut>(period: Duration, min_checks: u32, mut check: F) -> u32
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
+    Fut: std::future::Future<Output = ()>,
 {
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = tokio::time::Instant::now() + period;
+    let pause = period / min_checks.max(1);
+    let mut checks = 0;
     loop {
-        if let Some(value) = check().await {
-            return value;
+        check().await;
+        checks += 1;
+        if checks >= min_checks && tokio::time::Instant::now() >= deadline {
+            return checks;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(pause).await;
     }
 }
 

@@ -1,0 +1,124 @@
+//! What a stock Windmill worker does at pull and run time, done for the jobs on our tags, on a
+//! real PostgreSQL (issue 9; docs/windmill-fidelity.md has the table of behaviours).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::stock::StockWorker;
+use common::{
+    TestDb, WindmillJob, add, completed, config, eventually, executor, logs, queue_row,
+    start_worker,
+};
+use flext_kubernetes::domain::JobId;
+use tokio_util::sync::CancellationToken;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Waits until the job left our tags (not running, on `tag`), and returns its log.
+async fn routed_to(db: &TestDb, id: JobId, tag: &str) -> String {
+    eventually(&format!("job {id} on tag {tag}"), LIMIT, || async {
+        queue_row(db, id)
+            .await
+            .filter(|(running, worker, t, _)| !running && worker.is_none() && t == tag)
+            .map(|_| ())
+    })
+    .await;
+    logs(db, id).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinds_we_never_run_go_to_the_tag_a_stock_worker_serves_with_a_log_line() {
+    let db = TestDb::new().await;
+    // Windmill pushes a k8s-tagged script's lock job with the script's tag.
+    let lock = WindmillJob::kind("dependencies").push(&db).await;
+    let flow = WindmillJob::kind("flow").push(&db).await;
+    let identity = WindmillJob::kind("identity").push(&db).await;
+    let handle = start_worker(&db.pool, config(&[]), executor(add, Duration::ZERO));
+    let log = routed_to(&db, lock, "dependency").await;
+    assert_eq!(
+        log,
+        "[flext-kubernetes] a job of kind dependencies is run by a stock Windmill worker: handed to tag dependency\n"
+    );
+    routed_to(&db, flow, "flow").await;
+    // identity (a mocked step, say) goes to the finalize tag, where a stock worker ends it.
+    routed_to(&db, identity, "flow").await;
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_workspace_default_tags_are_named_as_windmill_names_them() {
+    let db = TestDb::new().await;
+    db.exec(
+        "INSERT INTO global_settings (name, value) VALUES
+            ('default_tags_per_workspace', 'true'),
+            ('default_tags_workspaces', '[\"demo\", \"parent\"]'),
+            ('fork_workspace_tag_append_fork_suffix', 'true');
+         INSERT INTO workspace (id, name, owner, parent_workspace_id) VALUES
+            ('demo', 'demo', 'alice', NULL),
+            ('wm-fork-x', 'fork', 'alice', 'parent'),
+            ('other', 'other', 'alice', NULL)",
+    )
+    .await;
+    let in_demo = WindmillJob::kind("dependencies").push(&db).await;
+    let mut forked = WindmillJob::kind("flow");
+    forked.workspace = "wm-fork-x".into();
+    let forked = forked.push(&db).await;
+    let mut elsewhere = WindmillJob::kind("dependencies");
+    elsewhere.workspace = "other".into();
+    let elsewhere = elsewhere.push(&db).await;
+    let handle = start_worker(&db.pool, config(&[]), executor(add, Duration::ZERO));
+    routed_to(&db, in_demo, "dependency-demo").await;
+    // A fork uses its parent's id, with `-fork` when the instance setting asks for it.
+    routed_to(&db, forked, "flow-parent-fork").await;
+    // Not in `default_tags_workspaces`: the plain default tag.
+    routed_to(&db, elsewhere, "dependency").await;
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_jobs_already_canceled_or_failed_end_in_windmill_without_running() {
+    let db = TestDb::new().await;
+    let canceled = WindmillJob::preview("echo never")
+        .canceled_by("alice")
+        .push(&db)
+        .await;
+    let failed = WindmillJob::preview("echo never")
+        .pre_run_error("the flow's input transform failed")
+        .push(&db)
+        .await;
+    let stop = CancellationToken::new();
+    let stock = StockWorker::new(&db.pool).spawn(stop.clone());
+    let handle = start_worker(&db.pool, config(&[]), executor(add, Duration::ZERO));
+    let row = eventually("the cancel", LIMIT, || async {
+        completed(&db, canceled).await
+    })
+    .await;
+    assert_eq!(row.status, "canceled");
+    assert_eq!(row.canceled_by.as_deref(), Some("alice"));
+    let row = eventually("the failure", LIMIT, || async {
+        completed(&db, failed).await
+    })
+    .await;
+    assert_eq!(row.status, "failure");
+    for id in [canceled, failed] {
+        let log = logs(&db, id).await;
+        assert!(!log.contains("echo never"), "the job ran: {log}");
+        assert_eq!(
+            log.lines().count(),
+            1,
+            "one line saying what happened: {log}"
+        );
+    }
+    assert!(
+        logs(&db, failed)
+            .await
+            .contains("the flow's input transform failed")
+    );
+    assert_eq!(handle.jobs_executed(), 0, "nothing was run by us");
+    handle.shutdown().await;
+    stop.cancel();
+    stock.await.unwrap();
+}

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use common::stock::StockWorker;
 use common::{
-    TestDb, WindmillJob, add, completed, config, eventually, executor, logs, queue_row,
+    Flow, TestDb, WindmillJob, add, completed, config, eventually, executor, logs, queue_row,
     start_worker,
 };
-use flext_kubernetes::domain::JobId;
+use flext_kubernetes::domain::{Completion, JobId, Outcome};
+use flext_kubernetes::queue::{HandBack, Queue};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -121,4 +123,82 @@ async fn queued_jobs_already_canceled_or_failed_end_in_windmill_without_running(
     handle.shutdown().await;
     stop.cancel();
     stock.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_flow_step_is_marked_in_progress_where_the_parents_flow_status_points() {
+    let db = TestDb::new().await;
+    let flow = Flow::new(json!({}))
+        .step("a", "python3", "def main(): return 1", "k8s")
+        .step("b", "python3", "def main(): return 2", "k8s")
+        .push(&db)
+        .await;
+    let stock = StockWorker::new(&db.pool);
+    let queue = Queue::Postgres(db.queue());
+    let tags = ["k8s".to_owned()];
+    stock.run_once().await.unwrap();
+    let a = queue.claim("wk-a", &tags).await.unwrap().expect("step a");
+    assert_eq!(a.flow.as_ref().and_then(|f| f.index), Some(0));
+    let done = HandBack {
+        id: a.id,
+        kind: a.kind.clone(),
+        completion: Completion {
+            outcome: Outcome::Success(json!(1)),
+            duration: Duration::from_millis(5),
+            memory_peak_kib: None,
+        },
+        started_at: a.started_at,
+    };
+    queue.hand_back("wk-a", "flow", &done).await.unwrap();
+    stock.run_once().await.unwrap(); // completes step a, pushes step b
+    let b = queue.claim("wk-a", &tags).await.unwrap().expect("step b");
+    assert_eq!(
+        b.flow.as_ref().and_then(|f| f.index),
+        Some(1),
+        "the index is the parent's flow_status->'step' (Windmill's push writes no v2_job.flow_step)"
+    );
+    let status: Value = sqlx::query_scalar("SELECT flow_status FROM v2_job_status WHERE id = $1")
+        .bind(flow.0)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status["modules"][1]["type"], "InProgress");
+    assert_eq!(status["modules"][1]["job"], b.id.to_string());
+    assert_eq!(status["modules"][0]["type"], "Success", "step a untouched");
+}
+
+#[tokio::test]
+async fn a_workflow_as_code_child_gets_its_started_at_in_the_parent() {
+    let db = TestDb::new().await;
+    let parent = WindmillJob::preview("wac parent")
+        .tag("python3")
+        .push(&db)
+        .await;
+    db.exec(&format!(
+        "INSERT INTO v2_job_status (id, workflow_as_code_status) VALUES ('{parent}', '{{}}')"
+    ))
+    .await;
+    let child = WindmillJob::preview("child")
+        .child_of(parent)
+        .push(&db)
+        .await;
+    let claimed = Queue::Postgres(db.queue())
+        .claim("wk-a", &["k8s".to_owned()])
+        .await
+        .unwrap()
+        .expect("the child is on our tag");
+    assert_eq!(claimed.id, child);
+    let status: Value =
+        sqlx::query_scalar("SELECT workflow_as_code_status FROM v2_job_status WHERE id = $1")
+            .bind(parent.0)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let started = status[child.to_string()]["started_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no started_at for the child: {status}"));
+    assert!(
+        started.starts_with("20"),
+        "a timestamp as Postgres prints it: {started}"
+    );
 }

@@ -31,7 +31,6 @@ const EXPECTED: &[(&str, Columns)] = &[
             ("cache_ttl", Some("int4")),
             ("parent_job", Some("uuid")),
             ("root_job", Some("uuid")),
-            ("flow_step", Some("int4")),
             ("flow_step_id", Some("varchar")),
             ("same_worker", Some("bool")),
             ("created_at", Some("timestamptz")),

@@ -277,7 +277,9 @@ pub struct WindmillJob {
     pub same_worker: bool,
     pub canceled_by: Option<String>,
     pub pre_run_error: Option<String>,
-    pub parent: Option<(Uuid, i32, String)>,
+    /// The parent job and, for a flow step, its module id (`flow_step_id`); a workflow-as-code
+    /// child has a parent and no step id.
+    pub parent: Option<(Uuid, Option<String>)>,
     pub runnable_id: Option<i64>,
 }
 
@@ -358,6 +360,11 @@ impl WindmillJob {
         self.canceled_by = Some(who.into());
         self
     }
+    /// A child of a workflow-as-code job (Windmill's push: `parent_job`, `root_job`, no step id).
+    pub fn child_of(mut self, parent: JobId) -> Self {
+        self.parent = Some((parent.0, None));
+        self
+    }
     pub fn pre_run_error(mut self, message: &str) -> Self {
         self.pre_run_error = Some(message.into());
         self
@@ -390,17 +397,20 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
         runnable_id = Some(hash);
     }
     let raw_code = (job.kind == "preview").then_some(job.code.clone());
-    let (parent, root, step, step_id) = match &job.parent {
-        Some((p, s, sid)) => (Some(*p), Some(*p), Some(*s), Some(sid.clone())),
-        None => (None, None, None, None),
+    // As Windmill's `push` (windmill-queue `jobs.rs`): a flow step carries `parent_job`,
+    // `root_job` and `flow_step_id`; `v2_job.flow_step` is not in push's column list (the step's
+    // index lives in the parent's `flow_status->'step'`).
+    let (parent, root, step_id) = match &job.parent {
+        Some((p, sid)) => (Some(*p), Some(*p), sid.clone()),
+        None => (None, None, None),
     };
     sqlx::query(
         "INSERT INTO v2_job (id, workspace_id, kind, tag, script_lang, raw_code, raw_lock, runnable_id,
                              runnable_path, args, timeout, priority, same_worker, created_by,
-                             permissioned_as, permissioned_as_email, parent_job, root_job, flow_step,
+                             permissioned_as, permissioned_as_email, parent_job, root_job,
                              flow_step_id, pre_run_error)
          VALUES ($1, $2, $3::job_kind, $4, $5::script_lang, $6, $7, $8, $9, $10, $11, $12, $13, 'alice',
-                 'u/alice', 'alice@example.com', $14, $15, $16, $17, $18)",
+                 'u/alice', 'alice@example.com', $14, $15, $16, $17)",
     )
     .bind(job.id)
     .bind(&job.workspace)
@@ -417,7 +427,6 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
     .bind(job.same_worker)
     .bind(parent)
     .bind(root)
-    .bind(step)
     .bind(step_id)
     .bind(&job.pre_run_error)
     .execute(&mut *tx)

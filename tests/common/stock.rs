@@ -57,7 +57,7 @@ impl StockWorker {
         let id: Uuid = row.get("id");
         let canceled_by: Option<String> = row.get("canceled_by");
         let canceled_reason: Option<String> = row.get("canceled_reason");
-        let job = sqlx::query("SELECT kind::text AS kind, args, pre_run_error, raw_flow, parent_job, flow_step FROM v2_job WHERE id = $1")
+        let job = sqlx::query("SELECT kind::text AS kind, args, pre_run_error, raw_flow, parent_job, flow_step_id FROM v2_job WHERE id = $1")
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
@@ -65,7 +65,7 @@ impl StockWorker {
         let args: Option<Value> = job.get("args");
         let pre_run_error: Option<String> = job.get("pre_run_error");
         let parent: Option<Uuid> = job.get("parent_job");
-        let step: Option<i32> = job.get("flow_step");
+        let step_id: Option<String> = job.get("flow_step_id");
 
         if let Some(by) = canceled_by {
             let message = format!(
@@ -112,7 +112,15 @@ impl StockWorker {
             )
             .await?;
         }
-        if let (Some(parent), Some(step)) = (parent, step) {
+        if let (Some(parent), Some(_)) = (parent, step_id) {
+            // As Windmill's `handle_flow`: the step that completed is the parent's
+            // `flow_status->'step'` (push writes no `v2_job.flow_step`).
+            let step: i32 = sqlx::query_scalar(
+                "SELECT (flow_status->>'step')::int FROM v2_job_status WHERE id = $1",
+            )
+            .bind(parent)
+            .fetch_one(&mut *tx)
+            .await?;
             self.advance_flow(&mut tx, parent, step, id).await?;
         }
         tx.commit().await?;
@@ -255,7 +263,8 @@ impl StockWorker {
 }
 
 /// Queues step `index` of a flow as Windmill does for an inline step: kind `flowscript`, the step's
-/// tag, pointing at its `flow_node`, with the parent flow and step index.
+/// tag, pointing at its `flow_node`, with the parent flow and the step's module id; the index goes
+/// into the parent's `flow_status.step`.
 async fn push_step(
     tx: &mut sqlx::PgConnection,
     flow: Uuid,
@@ -267,9 +276,9 @@ async fn push_step(
     let id = Uuid::new_v4();
     sqlx::query(
         "INSERT INTO v2_job (id, workspace_id, kind, tag, script_lang, runnable_id, runnable_path, args, created_by,
-                             permissioned_as, permissioned_as_email, parent_job, root_job, flow_step, flow_step_id)
+                             permissioned_as, permissioned_as_email, parent_job, root_job, flow_step_id)
          VALUES ($1, 'demo', 'flowscript', $2, $3::script_lang, $4, 'f/demo/flow/' || $7, $5, 'alice', 'u/alice',
-                 'alice@example.com', $6, $6, $8, $7)",
+                 'alice@example.com', $6, $6, $7)",
     )
     .bind(id)
     .bind(module["value"]["tag"].as_str().unwrap_or("flow"))
@@ -278,9 +287,14 @@ async fn push_step(
     .bind(&args)
     .bind(flow)
     .bind(module["id"].as_str().unwrap_or("?"))
-    .bind(i32::try_from(index).unwrap_or(i32::MAX))
     .execute(&mut *tx)
     .await?;
+    // As Windmill's `push_next_flow_job`: the parent's `flow_status.step` names the step pushed.
+    sqlx::query("UPDATE v2_job_status SET flow_status = jsonb_set(flow_status, ARRAY['step'], to_jsonb($2)) WHERE id = $1")
+        .bind(flow)
+        .bind(i32::try_from(index).unwrap_or(i32::MAX))
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("INSERT INTO v2_job_queue (id, workspace_id, scheduled_for, tag) VALUES ($1, 'demo', now(), $2)")
         .bind(id)
         .bind(module["value"]["tag"].as_str().unwrap_or("flow"))

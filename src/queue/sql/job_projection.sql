@@ -16,7 +16,9 @@ SELECT
     j.priority,
     j.parent_job,
     j.root_job,
-    j.flow_step,
+    -- Windmill's push writes no v2_job.flow_step: a step's index is its parent's flow_status->'step'.
+    (SELECT (ps.flow_status->>'step')::int FROM v2_job_status ps
+     WHERE ps.id = j.parent_job AND j.flow_step_id IS NOT NULL) AS flow_step,
     j.flow_step_id,
     j.permissioned_as,
     j.permissioned_as_email,

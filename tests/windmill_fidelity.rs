@@ -202,3 +202,30 @@ async fn a_workflow_as_code_child_gets_its_started_at_in_the_parent() {
         "a timestamp as Postgres prints it: {started}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_ping_reports_occupancy_as_windmill_does() {
+    let db = TestDb::new().await;
+    WindmillJob::preview("busy").push(&db).await;
+    let cfg = config(&[("FLEXT__WORKER__CONCURRENCY", "1")]);
+    let name = cfg.worker_name();
+    let handle = start_worker(&db.pool, cfg, executor(add, Duration::from_secs(20)));
+    let (rate, last_15s): (f32, Option<f32>) = eventually("a busy worker_ping", LIMIT, || async {
+        sqlx::query_as::<_, (Option<f32>, Option<f32>)>(
+            "SELECT occupancy_rate, occupancy_rate_15s FROM worker_ping WHERE worker = $1",
+        )
+        .bind(&name)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+        .and_then(|(rate, last)| rate.filter(|r| *r > 0.5).map(|r| (r, last)))
+    })
+    .await;
+    assert!(rate <= 1.0, "a share of the worker's time: {rate}");
+    assert_eq!(
+        last_15s, None,
+        "the 15 s window is empty until the worker ran 15 s"
+    );
+    handle.abandon();
+    handle.wait().await;
+}

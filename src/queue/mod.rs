@@ -240,8 +240,14 @@ pub struct WorkerPing {
     pub current_job: Option<(JobId, String)>,
     /// Jobs finished since start.
     pub jobs_executed: i32,
-    /// Share of permits in use, 0..1.
+    /// Share of the worker's slots spent running jobs since start, 0..1.
     pub occupancy: f32,
+    /// The same over the last 15 s, once the worker has run that long.
+    pub occupancy_15s: Option<f32>,
+    /// The same over the last 5 minutes.
+    pub occupancy_5m: Option<f32>,
+    /// The same over the last 30 minutes.
+    pub occupancy_30m: Option<f32>,
     /// CPUs of the worker's host.
     pub vcpus: Option<i64>,
     /// Memory of the worker's host, bytes.

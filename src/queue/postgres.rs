@@ -347,6 +347,9 @@ impl PgQueue {
             .bind(ping.memory)
             .bind(ping.memory_usage)
             .bind(ping.started_at)
+            .bind(ping.occupancy_15s)
+            .bind(ping.occupancy_5m)
+            .bind(ping.occupancy_30m)
             .execute(&self.pool)
             .await
             .map_err(Error::db("registering the worker in worker_ping"))?;

@@ -104,6 +104,8 @@ const EXPECTED: &[(&str, Columns)] = &[
             ("jobs_executed", Some("int4")),
             ("occupancy_rate", None),
             ("occupancy_rate_15s", None),
+            ("occupancy_rate_5m", None),
+            ("occupancy_rate_30m", None),
             ("vcpus", Some("int8")),
             ("memory", Some("int8")),
             ("memory_usage", Some("int8")),

@@ -1,14 +1,16 @@
 //! One batched heartbeat for every running job: refreshes `ping` and `memory_peak`, and acts on
 //! what it reads back (canceled, completed elsewhere, taken by another worker). The same tick
-//! refreshes this worker's `worker_ping` row.
+//! refreshes this worker's `worker_ping` row, occupancy rates included.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Worker;
+use super::occupancy::{Occupancy, Rates};
 use super::state::{RunningJob, Shared, StopReason};
 use crate::domain::JobId;
 use crate::queue::{Beat, JobState, WorkerPing};
@@ -16,6 +18,7 @@ use crate::queue::{Beat, JobState, WorkerPing};
 /// Beats every `worker.heartbeat_interval` until `stop` fires.
 pub(super) async fn run(worker: Worker, shared: Arc<Shared>, stop: CancellationToken) {
     let started_at = Utc::now();
+    let mut occupancy = Occupancy::new(Instant::now(), worker.config.settings.worker.concurrency);
     let mut interval = tokio::time::interval(worker.config.settings.worker.heartbeat_interval.0);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -24,9 +27,11 @@ pub(super) async fn run(worker: Worker, shared: Arc<Shared>, stop: CancellationT
             () = stop.cancelled() => return,
         }
         beat(&worker, &shared).await;
+        let now = Instant::now();
+        let rates = occupancy.record(now, shared.busy(now));
         if let Err(error) = worker
             .queue
-            .register(&ping(&worker, &shared, started_at))
+            .register(&ping(&worker, &shared, started_at, rates))
             .await
         {
             tracing::warn!(
@@ -85,10 +90,8 @@ fn act_on(id: JobId, job: &RunningJob, state: JobState) {
     }
 }
 
-fn ping(worker: &Worker, shared: &Shared, started_at: DateTime<Utc>) -> WorkerPing {
+fn ping(worker: &Worker, shared: &Shared, started_at: DateTime<Utc>, rates: Rates) -> WorkerPing {
     let settings = &worker.config.settings;
-    #[allow(clippy::cast_precision_loss)] // a ratio of two small counts
-    let occupancy = shared.running_count() as f32 / settings.worker.concurrency as f32;
     WorkerPing {
         name: worker.name.clone(),
         instance: crate::config::hostname(),
@@ -97,7 +100,10 @@ fn ping(worker: &Worker, shared: &Shared, started_at: DateTime<Utc>) -> WorkerPi
         version: format!("flext-kubernetes/{}", env!("CARGO_PKG_VERSION")),
         current_job: shared.any_running(),
         jobs_executed: shared.jobs_executed(),
-        occupancy,
+        occupancy: rates.total,
+        occupancy_15s: rates.windows[0],
+        occupancy_5m: rates.windows[1],
+        occupancy_30m: rates.windows[2],
         vcpus: std::thread::available_parallelism()
             .ok()
             .and_then(|n| i64::try_from(n.get()).ok()),

@@ -8,6 +8,7 @@
 //! - [`job`]: one job's life — run with its timeout, hand back (with retries), clean up.
 //! - [`heartbeat`]: the batched ping of every running job and the `worker_ping` row.
 //! - [`fix_up`]: restores what a native run shows once Windmill has completed a handed-back job.
+//! - [`occupancy`]: the busy share of the worker's slots that `worker_ping` reports.
 //! - [`state`]: what those tasks share.
 //!
 //! Shutdown: [`WorkerHandle::stop`] (SIGTERM) stops claiming and lets running jobs finish within
@@ -20,6 +21,7 @@ mod claim;
 mod fix_up;
 mod heartbeat;
 mod job;
+mod occupancy;
 mod state;
 
 use std::sync::Arc;

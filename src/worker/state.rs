@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Cancellation, JobId, Progress};
@@ -24,6 +25,8 @@ pub(super) enum StopReason {
 #[derive(Debug)]
 pub(super) struct RunningJob {
     pub(super) workspace: String,
+    /// When it entered the running set (for occupancy).
+    since: Instant,
     /// Fired to stop the job's work (cancel, or the job left Windmill).
     pub(super) cancel: CancellationToken,
     /// Fired when the job became another worker's: stop following it, touch nothing.
@@ -37,6 +40,7 @@ impl RunningJob {
     fn new(workspace: String) -> Self {
         Self {
             workspace,
+            since: Instant::now(),
             cancel: CancellationToken::new(),
             detach: CancellationToken::new(),
             stop: Mutex::new(None),
@@ -74,6 +78,8 @@ pub(super) struct Shared {
     running: Mutex<HashMap<JobId, Arc<RunningJob>>>,
     fix_ups: Mutex<Vec<FixUp>>,
     jobs_executed: AtomicI32,
+    /// Job-time of the jobs that left the running set.
+    finished_busy: Mutex<std::time::Duration>,
 }
 
 impl Shared {
@@ -94,6 +100,20 @@ impl Shared {
             .iter()
             .map(|(id, job)| (*id, job.clone()))
             .collect()
+    }
+
+    /// Job-time spent so far, running jobs included (for occupancy).
+    pub(super) fn busy(&self, now: Instant) -> std::time::Duration {
+        let running: std::time::Duration = self
+            .running()
+            .values()
+            .map(|job| now.saturating_duration_since(job.since))
+            .sum();
+        running
+            + *self
+                .finished_busy
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(super) fn running_count(&self) -> usize {
@@ -145,6 +165,11 @@ impl std::ops::Deref for RunningEntry {
 impl Drop for RunningEntry {
     fn drop(&mut self) {
         self.shared.running().remove(&self.id);
+        *self
+            .shared
+            .finished_busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) += self.job.since.elapsed();
     }
 }
 

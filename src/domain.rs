@@ -4,6 +4,8 @@
 //! their world into these types.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -113,6 +115,111 @@ impl Language {
 impl fmt::Display for Language {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// How the in-pod runner starts a language's program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunnerKind {
+    /// `python3 -u wrapper.py`, with the lock installed by uv or pip.
+    Python,
+    /// `bash main.sh <args in declared order>`.
+    Bash,
+    /// `bun run wrapper.ts`, with the lock installed by `bun install`.
+    Bun,
+    /// `deno run wrapper.ts` (Deno fetches imports itself).
+    Deno,
+}
+
+/// What we know of one Windmill language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LanguageInfo {
+    /// Windmill's name (`script_lang`).
+    pub name: &'static str,
+    /// The line-comment marker `k8s:` hints are read after.
+    pub comment: &'static str,
+    /// File extensions that mean this language for local commands (`hints`, `render`); an
+    /// extension is listed under one language only.
+    pub extensions: &'static [&'static str],
+    /// How the in-pod runner runs it, and the file name of its code there; `None` when only
+    /// hints are read (the job then goes to a stock Windmill worker).
+    pub runner: Option<(RunnerKind, &'static str)>,
+}
+
+const fn lang(
+    name: &'static str,
+    comment: &'static str,
+    extensions: &'static [&'static str],
+    runner: Option<(RunnerKind, &'static str)>,
+) -> LanguageInfo {
+    LanguageInfo {
+        name,
+        comment,
+        extensions,
+        runner,
+    }
+}
+
+/// Every language we read hints from, and the ones the runner runs. `go` is read for hints only:
+/// the runner has no Go toolchain step, so Go scripts are refused with the list of what runs.
+pub const LANGUAGES: &[LanguageInfo] = &[
+    lang(
+        "python3",
+        "#",
+        &["py"],
+        Some((RunnerKind::Python, "main.py")),
+    ),
+    lang(
+        "bash",
+        "#",
+        &["sh", "bash"],
+        Some((RunnerKind::Bash, "main.sh")),
+    ),
+    lang(
+        "bun",
+        "//",
+        &["ts", "js"],
+        Some((RunnerKind::Bun, "main.ts")),
+    ),
+    lang("deno", "//", &[], Some((RunnerKind::Deno, "main.ts"))),
+    lang("nativets", "//", &[], Some((RunnerKind::Bun, "main.ts"))),
+    lang("bunnative", "//", &[], None),
+    lang("go", "//", &["go"], None),
+    lang("rust", "//", &[], None),
+    lang("java", "//", &[], None),
+    lang("csharp", "//", &[], None),
+    lang("powershell", "#", &["ps1"], None),
+    lang("nu", "#", &[], None),
+    lang("ruby", "#", &[], None),
+    lang("ansible", "#", &[], None),
+    lang("postgresql", "--", &["sql"], None),
+    lang("mysql", "--", &[], None),
+    lang("bigquery", "--", &[], None),
+    lang("snowflake", "--", &[], None),
+    lang("mssql", "--", &[], None),
+    lang("oracledb", "--", &[], None),
+    lang("duckdb", "--", &[], None),
+];
+
+impl LanguageInfo {
+    /// The entry of a language by Windmill's name.
+    #[must_use]
+    pub fn of(name: &str) -> Option<&'static Self> {
+        LANGUAGES.iter().find(|l| l.name == name)
+    }
+
+    /// The language a file extension means, if any.
+    #[must_use]
+    pub fn of_extension(extension: &str) -> Option<&'static Self> {
+        LANGUAGES.iter().find(|l| l.extensions.contains(&extension))
+    }
+
+    /// The names of the languages the in-pod runner runs, in table order.
+    pub fn runnable() -> impl Iterator<Item = &'static str> {
+        LANGUAGES
+            .iter()
+            .filter(|l| l.runner.is_some())
+            .map(|l| l.name)
     }
 }
 
@@ -377,6 +484,65 @@ pub struct Completion {
     pub memory_peak_kib: Option<i32>,
 }
 
+impl Completion {
+    /// A failure, with nothing measured beyond the time it took.
+    #[must_use]
+    pub fn failed(failure: JobFailure, duration: Duration) -> Self {
+        Self {
+            outcome: Outcome::Failure(failure),
+            duration,
+            memory_peak_kib: None,
+        }
+    }
+
+    /// A cancellation, with nothing measured beyond the time it took.
+    #[must_use]
+    pub fn canceled(duration: Duration) -> Self {
+        Self {
+            outcome: Outcome::Canceled,
+            duration,
+            memory_peak_kib: None,
+        }
+    }
+}
+
+/// Live figures of a running job, written by the executor and read by the heartbeat.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    memory_peak_kib: Arc<Unknown>,
+}
+
+/// A figure in Windmill's `int4`, -1 = unknown (also when defaulted, so that `Progress::default()`
+/// knows nothing rather than a peak of 0).
+#[derive(Debug)]
+struct Unknown(AtomicI32);
+
+impl Default for Unknown {
+    fn default() -> Self {
+        Self(AtomicI32::new(-1))
+    }
+}
+
+impl Progress {
+    /// Nothing known yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Raises the recorded peak (never lowers it).
+    pub fn record_memory_peak_kib(&self, kib: u64) {
+        let kib = i32::try_from(kib).unwrap_or(i32::MAX);
+        self.memory_peak_kib.0.fetch_max(kib, Ordering::Relaxed);
+    }
+
+    /// The peak recorded so far, if any.
+    #[must_use]
+    pub fn memory_peak_kib(&self) -> Option<i32> {
+        Some(self.memory_peak_kib.0.load(Ordering::Relaxed)).filter(|k| *k >= 0)
+    }
+}
+
 /// Why Windmill canceled a job (`v2_job_queue.canceled_by` / `canceled_reason`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cancellation {
@@ -399,6 +565,41 @@ mod tests {
         assert!(err.message.contains("an array"), "{}", err.message);
         job.args = Value::Null;
         assert!(job.args_object().unwrap().is_empty());
+    }
+
+    #[test]
+    fn progress_keeps_the_highest_memory_peak_and_starts_unknown() {
+        assert_eq!(Progress::default().memory_peak_kib(), None);
+        let progress = Progress::new();
+        assert_eq!(progress.memory_peak_kib(), None);
+        let seen_by_heartbeat = progress.clone();
+        progress.record_memory_peak_kib(60_000);
+        progress.record_memory_peak_kib(10_000);
+        assert_eq!(seen_by_heartbeat.memory_peak_kib(), Some(60_000));
+        progress.record_memory_peak_kib(u64::MAX);
+        assert_eq!(seen_by_heartbeat.memory_peak_kib(), Some(i32::MAX));
+    }
+
+    #[test]
+    fn every_runnable_language_has_a_main_file_and_extensions_are_unique() {
+        assert_eq!(
+            LanguageInfo::runnable().collect::<Vec<_>>(),
+            ["python3", "bash", "bun", "deno", "nativets"]
+        );
+        let extensions: Vec<&str> = LANGUAGES
+            .iter()
+            .flat_map(|l| l.extensions)
+            .copied()
+            .collect();
+        let mut unique = extensions.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(extensions.len(), unique.len(), "{extensions:?}");
+        assert_eq!(
+            LanguageInfo::of_extension("ts").map(|l| l.name),
+            Some("bun")
+        );
+        assert!(LanguageInfo::of("go").is_some_and(|l| l.runner.is_none()));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field};
 
 use crate::config::Config;
-use crate::domain::{Cancellation, Completion, Job, JobId, Language, Outcome};
+use crate::domain::{Cancellation, Completion, Job, JobId, Language, Outcome, Progress};
 use crate::executor::Executor;
 use crate::logs::LogHub;
 use crate::queue::{Beat, FixUp, HandBack, HandBackResult, JobState, Queue, WorkerPing};
@@ -49,7 +49,8 @@ struct Running {
     /// Fired when the job became another worker's: stop following it, touch nothing.
     detach: CancellationToken,
     stop: Mutex<Option<StopReason>>,
-    memory_peak_kib: AtomicI32,
+    /// Live figures the executor writes and the heartbeat sends.
+    progress: Progress,
 }
 
 impl Running {
@@ -337,7 +338,7 @@ impl Worker {
             cancel: CancellationToken::new(),
             detach: CancellationToken::new(),
             stop: Mutex::new(None),
-            memory_peak_kib: AtomicI32::new(-1),
+            progress: Progress::new(),
         });
         shared.running().insert(job.id, running.clone());
         let span = tracing::info_span!(
@@ -437,7 +438,7 @@ impl Worker {
                     std::future::pending::<()>().await;
                 };
                 tokio::select! {
-                    completion = self.executor.run(&job, running.cancel.clone(), &logs) => completion,
+                    completion = self.executor.run(&job, running.cancel.clone(), &logs, &running.progress) => completion,
                     () = timer => unreachable!("the timer never completes"),
                     () = abandon.cancelled() => {
                         // Shutdown past its grace: leave the job owned in Windmill for the next
@@ -595,8 +596,7 @@ impl Worker {
             .iter()
             .map(|(id, r)| Beat {
                 id: *id,
-                memory_peak_kib: Some(r.memory_peak_kib.load(Ordering::Relaxed))
-                    .filter(|p| *p >= 0),
+                memory_peak_kib: r.progress.memory_peak_kib(),
             })
             .collect();
         match self.queue.heartbeat(&self.name, &beats).await {

@@ -145,17 +145,8 @@ pub fn render(job: &Job, cx: &Context<'_>) -> Objects {
     if let Some(lock) = job.lock.as_ref().filter(|l| !l.trim().is_empty()) {
         data.insert("lock".to_owned(), lock.clone());
     }
-    match language {
-        "python3" => {
-            data.insert("wrapper.py".to_owned(), runner::PYTHON_WRAPPER.to_owned());
-        }
-        "bun" | "deno" | "nativets" => {
-            data.insert(
-                "wrapper.ts".to_owned(),
-                runner::TYPESCRIPT_WRAPPER.to_owned(),
-            );
-        }
-        _ => {}
+    if let Some((file, text)) = runner::wrapper(language) {
+        data.insert(file.to_owned(), text.to_owned());
     }
     let config_map = ConfigMap {
         metadata: meta.clone(),

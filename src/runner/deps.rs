@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use serde_json::Value;
 use tokio::process::Command;
 
-use super::{Ended, Paths, runner_error, tail_of};
+use super::program::tail_of;
+use super::{Ended, Paths, runner_error};
 
 /// Installs a Python lock (requirements lines) into `<cache>/python/<hash>` once, with uv when
 /// present, else pip. Returns the directory to put on `PYTHONPATH`.

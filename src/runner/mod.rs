@@ -13,20 +13,20 @@
 //! - `/flext/cache` (emptyDir or a shared volume): installed dependencies, keyed by lock hash.
 
 mod deps;
+mod program;
 mod progress;
 pub mod signature;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 use self::deps::{install_bun_deps, install_python_deps};
+use self::program::{Program, run_program};
 use self::progress::Stdout;
 use crate::domain::{LanguageInfo, RunnerKind};
 use crate::trailer::{self, Status};
@@ -35,10 +35,6 @@ use crate::trailer::{self, Status};
 pub const PYTHON_WRAPPER: &str = include_str!("wrappers/python.py");
 /// The TypeScript wrapper (Bun, Deno), shipped in the job's ConfigMap.
 pub const TYPESCRIPT_WRAPPER: &str = include_str!("wrappers/typescript.ts");
-
-/// Lines of output kept for the message of a failure without an error object.
-const TAIL_LINES: usize = 20;
-const TAIL_BYTES: usize = 2048;
 
 /// What the worker tells the runner about the job (`job.json` in the ConfigMap).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,11 +146,18 @@ fn runner_error(name: &str, message: impl Into<String>) -> Ended {
     }
 }
 
-async fn prepare_and_run(
-    paths: &Paths,
-    nonce: &str,
-    stdout: &Stdout,
-) -> Result<(Ended, u64), Ended> {
+/// The job's files, laid out in the work directory.
+struct Prepared {
+    spec: JobSpec,
+    code: String,
+    main: PathBuf,
+    result_path: PathBuf,
+    args_path: PathBuf,
+    lock: String,
+}
+
+/// Reads `job.json` and the code, and writes the code into the work directory.
+fn prepare(paths: &Paths) -> Result<Prepared, Ended> {
     let spec_text = std::fs::read_to_string(paths.job.join("job.json")).map_err(|e| {
         runner_error(
             "RunnerError",
@@ -187,16 +190,36 @@ async fn prepare_and_run(
     let args_path = paths.secret.join("args.json");
     let lock = std::fs::read_to_string(paths.job.join("lock")).unwrap_or_default();
 
+    Ok(Prepared {
+        spec,
+        code,
+        main,
+        result_path,
+        args_path,
+        lock,
+    })
+}
+
+/// The command that runs the job's language, its dependencies installed first.
+async fn language_command(paths: &Paths, job: &Prepared) -> Result<Command, Ended> {
+    let Prepared {
+        spec,
+        code,
+        main,
+        args_path,
+        lock,
+        ..
+    } = job;
     let runner = LanguageInfo::of(&spec.language).and_then(|l| l.runner);
     let wrapper = match wrapper(&spec.language) {
         Some((name, text)) => Some(write_wrapper(paths, name, text)?),
         None => None,
     };
-    let mut command = match (runner, wrapper) {
+    let command = match (runner, wrapper) {
         (Some((RunnerKind::Python, _)), Some(wrapper)) => {
             let mut c = Command::new("python3");
             c.arg("-u").arg(wrapper);
-            if let Some(site) = install_python_deps(paths, &lock).await? {
+            if let Some(site) = install_python_deps(paths, lock).await? {
                 let existing = std::env::var("PYTHONPATH").unwrap_or_default();
                 let joined = if existing.is_empty() {
                     site.display().to_string()
@@ -208,22 +231,22 @@ async fn prepare_and_run(
             c
         }
         (Some((RunnerKind::Bash, _)), _) => {
-            let args = read_args(&args_path)?;
+            let args = read_args(args_path)?;
             let mut c = Command::new("bash");
-            c.arg(&main);
-            for name in signature::bash_arg_order(&code) {
+            c.arg(main);
+            for name in signature::bash_arg_order(code) {
                 c.arg(args.get(&name).map(bash_value).unwrap_or_default());
             }
             c
         }
         (Some((kind @ (RunnerKind::Bun | RunnerKind::Deno), _)), Some(wrapper)) => {
-            let names = signature::ts_param_names(&code, &spec.entrypoint);
+            let names = signature::ts_param_names(code, &spec.entrypoint);
             let mut c = if kind == RunnerKind::Deno {
                 let mut c = Command::new("deno");
                 c.args(["run", "--allow-all", "--quiet"]).arg(&wrapper);
                 c
             } else {
-                install_bun_deps(paths, &lock).await?;
+                install_bun_deps(paths, lock).await?;
                 let mut c = Command::new("bun");
                 c.arg("run").arg(&wrapper);
                 c
@@ -245,11 +268,28 @@ async fn prepare_and_run(
             ));
         }
     };
+    Ok(command)
+}
+
+async fn prepare_and_run(
+    paths: &Paths,
+    nonce: &str,
+    stdout: &Stdout,
+) -> Result<(Ended, u64), Ended> {
+    let job = prepare(paths)?;
+    let mut command = language_command(paths, &job).await?;
+    let Prepared {
+        spec,
+        main,
+        result_path,
+        args_path,
+        ..
+    } = &job;
     command
         .current_dir(&paths.work)
-        .env("FLEXT_MAIN", &main)
-        .env("FLEXT_ARGS", &args_path)
-        .env("FLEXT_RESULT", &result_path)
+        .env("FLEXT_MAIN", main)
+        .env("FLEXT_ARGS", args_path)
+        .env("FLEXT_RESULT", result_path)
         .env("FLEXT_ENTRYPOINT", &spec.entrypoint)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -257,7 +297,7 @@ async fn prepare_and_run(
         .kill_on_drop(true);
     let program = Program {
         language: &spec.language,
-        result_path: &result_path,
+        result_path,
         nonce,
         stdout,
     };
@@ -301,172 +341,6 @@ fn bash_value(value: &Value) -> String {
     }
 }
 
-#[derive(Debug, Default)]
-struct Seen {
-    tail: Vec<String>,
-    last_stdout: Option<String>,
-}
-
-/// What running the user's program needs besides its command.
-struct Program<'a> {
-    language: &'a str,
-    result_path: &'a Path,
-    nonce: &'a str,
-    stdout: &'a Stdout,
-}
-
-async fn run_program(mut command: Command, program: &Program<'_>) -> Result<Ended, Ended> {
-    let Program {
-        language,
-        result_path,
-        nonce,
-        stdout,
-    } = *program;
-    let mut child = command.spawn().map_err(|e| {
-        runner_error(
-            "RunnerError",
-            format!("cannot start the {language} program: {e}"),
-        )
-    })?;
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let out = child
-        .stdout
-        .take()
-        .map(|s| tokio::spawn(pump(s, Some(stdout.clone()), seen.clone())));
-    let err = child
-        .stderr
-        .take()
-        .map(|s| tokio::spawn(pump(s, None, seen.clone())));
-    let forward = tokio::spawn(forward_sigterm(child.id()));
-    let progress = child
-        .id()
-        .map(|pid| tokio::spawn(progress::report(pid, nonce.to_owned(), stdout.clone())));
-    let status = child.wait().await.map_err(|e| {
-        runner_error(
-            "RunnerError",
-            format!("waiting for the program failed: {e}"),
-        )
-    })?;
-    forward.abort();
-    // No progress line after this: the trailer follows the program's last output.
-    if let Some(progress) = progress {
-        progress.abort();
-        let _ = progress.await;
-    }
-    for task in [out, err].into_iter().flatten() {
-        let _ = task.await;
-    }
-    let seen = seen
-        .lock()
-        .map(|s| (s.tail.clone(), s.last_stdout.clone()))
-        .unwrap_or_default();
-    let written = std::fs::read(result_path).ok();
-    if status.success() {
-        let payload = match written {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                runner_error(
-                    "ResultInvalid",
-                    format!("the program wrote a result that is not JSON: {e}"),
-                )
-            })?,
-            // Bash: the last line of stdout, as JSON when it parses, else as a string.
-            None if language == "bash" => seen.1.map_or(Value::Null, |line| {
-                serde_json::from_str(&line).unwrap_or(Value::String(line))
-            }),
-            None => Value::Null,
-        };
-        return Ok(Ended {
-            status: Status::Ok,
-            payload,
-        });
-    }
-    let code = status.code().map_or_else(
-        || "killed by a signal".to_owned(),
-        |c| format!("exit code {c}"),
-    );
-    if let Some(object) = written
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .filter(|v| v.get("name").is_some())
-    {
-        return Ok(Ended {
-            status: Status::Error,
-            payload: object,
-        });
-    }
-    Ok(Ended {
-        status: Status::Error,
-        payload: json!({
-            "name": "ExitCode",
-            "message": format!("the program ended with {code}; last output:\n{}", tail_of(&seen.0.join("\n"))),
-        }),
-    })
-}
-
-/// Copies the program's stdout (into the shared `stdout`) or, when that is `None`, its stderr,
-/// line by line.
-async fn pump(stream: impl AsyncRead + Unpin, stdout: Option<Stdout>, seen: Arc<Mutex<Seen>>) {
-    let stderr = stdout.is_none();
-    let mut reader = BufReader::new(stream);
-    let mut line = Vec::new();
-    let mut err = tokio::io::stderr();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        if !line.ends_with(b"\n") {
-            line.push(b'\n');
-        }
-        if let Some(out) = &stdout {
-            out.write(&line).await;
-        } else {
-            let _ = err.write_all(&line).await;
-            let _ = err.flush().await;
-        }
-        let text = String::from_utf8_lossy(&line).trim_end().to_owned();
-        if let Ok(mut seen) = seen.lock() {
-            if !stderr && !text.is_empty() {
-                seen.last_stdout = Some(text.clone());
-            }
-            seen.tail.push(text);
-            if seen.tail.len() > TAIL_LINES {
-                seen.tail.remove(0);
-            }
-        }
-    }
-}
-
-/// Kubernetes stops a pod with SIGTERM to the container's first process: pass it on to the
-/// program so it can clean up within the grace period.
-async fn forward_sigterm(pid: Option<u32>) {
-    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
-        return;
-    };
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        return;
-    };
-    while term.recv().await.is_some() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-}
-
-fn tail_of(text: &str) -> String {
-    let text = text.trim_end();
-    if text.len() <= TAIL_BYTES {
-        return text.to_owned();
-    }
-    let mut start = text.len() - TAIL_BYTES;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("…{}", &text[start..])
-}
-
 /// Peak resident memory of the programs the runner waited for, KiB (Linux reports `ru_maxrss`
 /// in KiB).
 fn peak_memory_kib() -> Option<i64> {
@@ -478,6 +352,8 @@ fn peak_memory_kib() -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
 
     struct Pod {

@@ -18,7 +18,7 @@ use super::follow::{LineStream, LogFollower, next_line};
 use super::objects::Created;
 use super::outcome::{self, Ended, Lost};
 use super::render::{self, Context};
-use crate::config::{HumanDuration, Secret};
+use crate::config::{HumanDuration, Secret, Settings};
 use crate::domain::{Completion, Job, JobFailure, Progress};
 use crate::hints::PodSettings;
 use crate::logs::LogSink;
@@ -61,6 +61,19 @@ pub struct Rules {
     pub namespace: String,
     /// The attempt's object name, likewise.
     pub object_name: String,
+}
+
+impl Rules {
+    /// The rules of one attempt of `job` under the worker's settings.
+    #[must_use]
+    pub fn of(settings: &Settings, job: &Job, attempt: u32) -> Self {
+        Self {
+            pending_budget: settings.executor.pending_budget,
+            image_pull_grace: settings.executor.image_pull_grace,
+            namespace: settings.cluster.namespace.clone(),
+            object_name: render::object_name(job, attempt),
+        }
+    }
 }
 
 /// What happened.
@@ -246,12 +259,27 @@ impl Machine {
 impl Inner {
     /// Runs one attempt: creates (or adopts) its objects and follows its pod to an end.
     pub(super) async fn attempt(&self, run: &Run<'_>, attempt: u32, nonce: &str) -> Attempt {
-        let settings = &self.config.settings;
+        let started = Instant::now();
+        let (nonce, skip) = match self.start(run, attempt, nonce).await {
+            Ok(started_with) => started_with,
+            Err(completion) => return Attempt::Done(completion),
+        };
+        self.follow_pod(run, attempt, &nonce, skip, started).await
+    }
+
+    /// Renders and creates (or adopts) the attempt's objects: the nonce its pod uses and how many
+    /// output lines are already logged, or how the job ended meanwhile.
+    async fn start(
+        &self,
+        run: &Run<'_>,
+        attempt: u32,
+        nonce: &str,
+    ) -> Result<(String, usize), Completion> {
         let started = Instant::now();
         let objects = render::render(
             run.job,
             &Context {
-                settings,
+                settings: &self.config.settings,
                 pod: run.pod,
                 attempt,
                 nonce,
@@ -260,32 +288,36 @@ impl Inner {
                 base_url: self.config.windmill_url.as_deref(),
             },
         );
-        let (nonce, skip) = match self.create(&objects, run.cancel, run.logs).await {
+        // The objects' copy here is dropped on return: a job may wait for capacity for a long
+        // time.
+        match self.create(&objects, run.cancel, run.logs).await {
             Created::Fresh => {
                 if run.job.prior_output_lines > 0 {
                     run.logs.note("running the script again: the output above is from an earlier run that did not finish");
                 }
-                (nonce.to_owned(), 0)
+                Ok((nonce.to_owned(), 0))
             }
             // The output of this pod that a stopped worker already logged is not repeated.
-            Created::Adopted(existing) => (existing, run.job.prior_output_lines),
-            Created::Canceled => return Attempt::Done(Completion::canceled(started.elapsed())),
-            Created::Failed(failure) => {
-                return Attempt::Done(Completion::failed(failure, started.elapsed()));
-            }
-        };
-        // The objects are in the cluster now; a job may wait for capacity for a long time, so
-        // their copy here is not kept.
-        drop(objects);
-        let decoder = trailer::Decoder::new(&nonce, settings.executor.max_result_bytes.0);
+            Created::Adopted(existing) => Ok((existing, run.job.prior_output_lines)),
+            Created::Canceled => Err(Completion::canceled(started.elapsed())),
+            Created::Failed(failure) => Err(Completion::failed(failure, started.elapsed())),
+        }
+    }
+
+    /// Follows the attempt's pod to an end, carrying out what the [`Machine`] decides.
+    async fn follow_pod(
+        &self,
+        run: &Run<'_>,
+        attempt: u32,
+        nonce: &str,
+        skip: usize,
+        started: Instant,
+    ) -> Attempt {
+        let settings = &self.config.settings;
+        let decoder = trailer::Decoder::new(nonce, settings.executor.max_result_bytes.0);
         let mut follower = LogFollower::new(decoder, run.logs, run.progress);
         follower.skip = skip;
-        let mut machine = Machine::new(Rules {
-            pending_budget: settings.executor.pending_budget,
-            image_pull_grace: settings.executor.image_pull_grace,
-            namespace: settings.cluster.namespace.clone(),
-            object_name: render::object_name(run.job, attempt),
-        });
+        let mut machine = Machine::new(Rules::of(settings, run.job, attempt));
         let id = run.job.id.to_string();
         let mut stream: Option<LineStream> = None;
         let mut pod: Option<Pod> = None;

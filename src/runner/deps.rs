@@ -61,12 +61,7 @@ pub(super) async fn install_python_deps(
         "[flext runner] installing {} Python requirement(s)",
         requirements.len()
     );
-    let output = command.output().await.map_err(|e| {
-        runner_error(
-            "DependencyInstallError",
-            format!("cannot run the installer: {e}"),
-        )
-    })?;
+    let output = install(&mut command, "the installer").await?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(runner_error(
@@ -133,12 +128,7 @@ pub(super) async fn install_bun_deps(paths: &Paths, lock: &str) -> Result<(), En
         command.arg("--frozen-lockfile");
     }
     println!("[flext runner] installing the script's npm dependencies with bun");
-    let output = command.output().await.map_err(|e| {
-        runner_error(
-            "DependencyInstallError",
-            format!("cannot run bun install: {e}"),
-        )
-    })?;
+    let output = install(&mut command, "bun install").await?;
     if !output.status.success() {
         let text = format!(
             "{}{}",
@@ -151,6 +141,14 @@ pub(super) async fn install_bun_deps(paths: &Paths, lock: &str) -> Result<(), En
         ));
     }
     Ok(())
+}
+
+/// Runs an installer to its end; `what` names it when it cannot start.
+async fn install(command: &mut Command, what: &str) -> Result<std::process::Output, Ended> {
+    command
+        .output()
+        .await
+        .map_err(|e| runner_error("DependencyInstallError", format!("cannot run {what}: {e}")))
 }
 
 fn which(program: &str) -> Option<PathBuf> {

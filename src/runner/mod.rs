@@ -3,8 +3,10 @@
 //! An init container copies the worker binary into the pod; the language image then runs it. It
 //! prepares the work directory, installs the lock's dependencies into a cache directory, runs the
 //! language wrapper (Windmill's contract: read args, call the entrypoint, write the result),
-//! streams the program's stdout and stderr line by line, and finally prints the result (or error
-//! object) as a [`crate::trailer`] marked with the job's nonce, with peak memory and run time.
+//! streams the program's stdout and stderr line by line (with a nonce-marked progress line each
+//! second the program's peak memory grew, for the heartbeat), and finally prints the result (or
+//! error object) as a [`crate::trailer`] marked with the job's nonce, with peak memory and run
+//! time. Which languages it runs, and how, is [`crate::domain::LANGUAGES`].
 //!
 //! Pod layout (all paths configurable):
 //! - `/flext/job` (ConfigMap): `job.json` (language, entrypoint), `main.<ext>`, `lock`, wrapper.

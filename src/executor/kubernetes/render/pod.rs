@@ -35,19 +35,11 @@ pub(super) fn template(
 ) -> PodTemplateSpec {
     let settings = cx.settings;
     let pod = cx.pod;
-    let mut pod_labels: BTreeMap<String, String> = pod
-        .labels
-        .iter()
-        .map(|(k, v)| (k.clone(), v.value.clone()))
-        .collect();
+    let mut pod_labels = values(&pod.labels);
     // Ours last: the hints never override them (they are rejected earlier too).
     pod_labels.extend(labels.clone());
     pod_labels.insert(LABEL_SCRIPT.to_owned(), script_label(job));
-    let mut pod_annotations: BTreeMap<String, String> = pod
-        .annotations
-        .iter()
-        .map(|(k, v)| (k.clone(), v.value.clone()))
-        .collect();
+    let mut pod_annotations = values(&pod.annotations);
     pod_annotations.extend(annotations.clone());
 
     let (volumes, mounts) = volumes(&object_name(job, cx.attempt), pod);
@@ -65,12 +57,7 @@ pub(super) fn template(
             service_account_name: pod.service_account.as_ref().map(|s| s.value.clone()),
             priority_class_name: pod.priority_class.as_ref().map(|s| s.value.clone()),
             runtime_class_name: pod.runtime_class.as_ref().map(|s| s.value.clone()),
-            node_selector: (!pod.node_selector.is_empty()).then(|| {
-                pod.node_selector
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.value.clone()))
-                    .collect()
-            }),
+            node_selector: (!pod.node_selector.is_empty()).then(|| values(&pod.node_selector)),
             tolerations: (!pod.tolerations.is_empty()).then(|| {
                 pod.tolerations
                     .iter()
@@ -96,6 +83,13 @@ pub(super) fn template(
             ..PodSpec::default()
         }),
     }
+}
+
+/// A map of hint values without their sources.
+fn values(map: &BTreeMap<String, hints::Sourced<String>>) -> BTreeMap<String, String> {
+    map.iter()
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect()
 }
 
 /// The volumes of the pod, and the main container's mounts of them.

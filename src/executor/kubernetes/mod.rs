@@ -15,7 +15,7 @@ mod attempt;
 pub mod classify;
 mod follow;
 mod objects;
-pub mod outcome;
+mod outcome;
 mod ratelimit;
 pub mod render;
 pub mod watch;

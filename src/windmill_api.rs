@@ -21,7 +21,7 @@ const TOKEN_PREFIX_LEN: usize = 10;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The request did not get an answer.
-    #[error("cannot reach Windmill's API at {url}: {source}")]
+    #[error("cannot reach Windmill's API at {url}")]
     Unreachable {
         /// The base URL.
         url: String,
@@ -95,6 +95,18 @@ pub fn unresolved_args(job: &Job, api_configured: bool) -> Result<Map<String, Va
         ));
     }
     Ok(args)
+}
+
+impl Error {
+    /// The message with its cause, for a job's failure message and the log, which show one line
+    /// and no chain.
+    #[must_use]
+    pub fn with_cause(&self) -> String {
+        match self {
+            Self::Unreachable { source, .. } => format!("{self}: {source}"),
+            Self::Status { .. } => self.to_string(),
+        }
+    }
 }
 
 /// A client of Windmill's API, with the superadmin token the worker is configured with.
@@ -183,7 +195,8 @@ impl WindmillApi {
                 FailureCategory::ConfigError,
                 "JobTokenError",
                 format!(
-                    "{error}; check FLEXT_WINDMILL_URL and that FLEXT_WINDMILL_TOKEN is a superadmin token"
+                    "{}; check FLEXT_WINDMILL_URL and that FLEXT_WINDMILL_TOKEN is a superadmin token",
+                    error.with_cause()
                 ),
             )
         })?;
@@ -206,7 +219,7 @@ impl WindmillApi {
     /// Deletes a job's token, logging (not failing) when that does not work: it expires anyway.
     async fn forget(&self, token: &Secret) {
         if let Err(error) = self.delete_token(token).await {
-            tracing::warn!(%error, "deleting the job's token failed; it expires by itself");
+            tracing::warn!(error = %error.with_cause(), "deleting the job's token failed; it expires by itself");
         }
     }
 
@@ -249,13 +262,19 @@ impl WindmillApi {
                 continue;
             };
             let what = format!("reading {kind} `{path}` for argument `{name}`");
-            let response = self.send(&what, self.http.get(url).bearer_auth(token.expose())).await.map_err(|error| {
-                JobFailure::new(
-                    FailureCategory::ConfigError,
-                    "ArgResolutionError",
-                    format!("{error}; check that the {kind} exists and that the job's user may read it"),
-                )
-            })?;
+            let response = self
+                .send(&what, self.http.get(url).bearer_auth(token.expose()))
+                .await
+                .map_err(|error| {
+                    JobFailure::new(
+                        FailureCategory::ConfigError,
+                        "ArgResolutionError",
+                        format!(
+                            "{}; check that the {kind} exists and that the job's user may read it",
+                            error.with_cause()
+                        ),
+                    )
+                })?;
             *value = response.json().await.map_err(|e| {
                 JobFailure::new(
                     FailureCategory::ConfigError,
@@ -278,4 +297,25 @@ pub fn needs_resolution(args: &Map<String, Value>) -> Vec<&str> {
         })
         .map(|(k, _)| k.as_str())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_api_says_its_cause_once() {
+        // Nothing listens on port 1.
+        let api = WindmillApi::new("http://127.0.0.1:1", Secret::new("t")).unwrap();
+        let error = api.delete_token(&Secret::new("token")).await.unwrap_err();
+        assert!(matches!(error, Error::Unreachable { .. }), "{error:?}");
+        let cause = error.source().map(ToString::to_string).unwrap_or_default();
+        assert!(!error.to_string().contains(&cause), "said twice: {error}");
+        assert_eq!(
+            error.with_cause(),
+            format!("cannot reach Windmill's API at http://127.0.0.1:1: {cause}")
+        );
+    }
 }

@@ -50,7 +50,7 @@ pub enum Error {
     )]
     Config(String),
     /// The API server did not answer.
-    #[error("cannot reach the Kubernetes API: {0}")]
+    #[error("cannot reach the Kubernetes API")]
     Unreachable(#[source] kube::Error),
     /// The namespace does not exist.
     #[error("namespace `{0}` does not exist; create it or set cluster.namespace")]
@@ -309,5 +309,25 @@ fn expand_home(path: &std::path::Path) -> PathBuf {
         Ok(rest) => std::env::var_os("HOME")
             .map_or_else(|| path.to_owned(), |home| PathBuf::from(home).join(rest)),
         Err(_) => path.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn an_unreachable_api_adds_context_and_leaves_its_cause_to_the_chain() {
+        let cause = kube::Error::Api(
+            kube::core::Status::failure("connection refused", "")
+                .with_code(503)
+                .boxed(),
+        );
+        let error = Error::Unreachable(cause);
+        let source = error.source().map(ToString::to_string).unwrap_or_default();
+        assert!(source.contains("connection refused"), "{source}");
+        assert!(!error.to_string().contains(&source), "said twice: {error}");
     }
 }

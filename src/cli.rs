@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ExecutorKind, ProcessEnv};
+use crate::domain::{LANGUAGES, LanguageInfo};
 use crate::executor::{Executor, InProcessExecutor, KubernetesExecutor};
 use crate::queue::{PgQueue, Queue, schema};
 use crate::worker::Worker;
@@ -127,9 +128,10 @@ pub async fn connect_checked(config: &Config) -> anyhow::Result<PgQueue> {
 
 async fn executor_for(config: &Config) -> anyhow::Result<Executor> {
     match config.settings.executor.kind {
-        ExecutorKind::Echo => Ok(Executor::InProcess(InProcessExecutor::echo(&[
-            "python3", "bash", "bun", "deno", "nativets", "go",
-        ]))),
+        // The echo takes what the Kubernetes executor would, so a smoke test claims the same jobs.
+        ExecutorKind::Echo => Ok(Executor::InProcess(InProcessExecutor::echo(
+            &LanguageInfo::runnable().collect::<Vec<_>>(),
+        ))),
         ExecutorKind::Kubernetes => {
             let executor = KubernetesExecutor::connect(std::sync::Arc::new(config.clone()))
                 .await
@@ -194,15 +196,7 @@ pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// The Windmill language of a script file, from its extension.
 fn language_of(file: &std::path::Path) -> Option<&'static str> {
-    match file.extension()?.to_str()? {
-        "py" => Some("python3"),
-        "sh" | "bash" => Some("bash"),
-        "ts" | "js" => Some("bun"),
-        "go" => Some("go"),
-        "ps1" => Some("powershell"),
-        "sql" => Some("postgresql"),
-        _ => None,
-    }
+    LanguageInfo::of_extension(file.extension()?.to_str()?).map(|l| l.name)
 }
 
 /// `hints`: resolves a script's pod settings as the executor would, and prints them with their
@@ -220,8 +214,13 @@ pub fn hints(
         Some(lang) => lang,
         None => language_of(file).with_context(|| {
             format!(
-                "cannot tell the language of {} from its extension; pass --lang python3|bash|bun|deno|nativets|go",
-                file.display()
+                "cannot tell the language of {} from its extension; pass --lang {}",
+                file.display(),
+                LANGUAGES
+                    .iter()
+                    .map(|l| l.name)
+                    .collect::<Vec<_>>()
+                    .join("|")
             )
         })?,
     };
@@ -313,7 +312,8 @@ pub async fn render(
     };
     let pod = kubernetes::pod_settings(&config, &job)
         .map_err(|f| anyhow::anyhow!("{}: {}", f.name, f.message))?;
-    let args = kubernetes::resolve_args(&job, &config)
+    let api_configured = config.windmill_url.is_some() && config.windmill_token.is_some();
+    let args = crate::windmill_api::unresolved_args(&job, api_configured)
         .map_err(|f| anyhow::anyhow!("{}: {}", f.name, f.message))?;
     let cx = render::Context {
         settings: &config.settings,

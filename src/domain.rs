@@ -4,12 +4,18 @@
 //! their world into these types.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
+
+mod language;
+
+pub use language::{LANGUAGES, LanguageInfo, RunnerKind};
 
 /// A Windmill job id (`v2_job.id`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -405,7 +411,7 @@ pub struct Completion {
 }
 
 impl Completion {
-    /// A failure, with nothing measured but the time it took.
+    /// A failure, with nothing measured beyond the time it took.
     #[must_use]
     pub fn failed(failure: JobFailure, duration: Duration) -> Self {
         Self {
@@ -415,7 +421,7 @@ impl Completion {
         }
     }
 
-    /// A cancellation, with nothing measured but the time it took.
+    /// A cancellation, with nothing measured beyond the time it took.
     #[must_use]
     pub fn canceled(duration: Duration) -> Self {
         Self {
@@ -427,22 +433,24 @@ impl Completion {
 }
 
 /// Live figures of a running job, written by the executor and read by the heartbeat.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Progress {
-    /// Peak memory in KiB; -1 while unknown.
-    memory_peak_kib: std::sync::Arc<std::sync::atomic::AtomicI32>,
+    memory_peak_kib: Arc<Unknown>,
 }
 
-impl Default for Progress {
+/// A figure in Windmill's `int4`, -1 = unknown (also when defaulted, so that `Progress::default()`
+/// knows nothing rather than a peak of 0).
+#[derive(Debug)]
+struct Unknown(AtomicI32);
+
+impl Default for Unknown {
     fn default() -> Self {
-        Self {
-            memory_peak_kib: std::sync::Arc::new(std::sync::atomic::AtomicI32::new(-1)),
-        }
+        Self(AtomicI32::new(-1))
     }
 }
 
 impl Progress {
-    /// Nothing measured yet.
+    /// Nothing known yet.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
@@ -451,18 +459,13 @@ impl Progress {
     /// Raises the recorded peak (never lowers it).
     pub fn record_memory_peak_kib(&self, kib: u64) {
         let kib = i32::try_from(kib).unwrap_or(i32::MAX);
-        self.memory_peak_kib
-            .fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+        self.memory_peak_kib.0.fetch_max(kib, Ordering::Relaxed);
     }
 
-    /// The peak so far, when measured.
+    /// The peak recorded so far, if any.
     #[must_use]
     pub fn memory_peak_kib(&self) -> Option<i32> {
-        Some(
-            self.memory_peak_kib
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )
-        .filter(|k| *k >= 0)
+        Some(self.memory_peak_kib.0.load(Ordering::Relaxed)).filter(|k| *k >= 0)
     }
 }
 
@@ -502,6 +505,19 @@ mod tests {
         assert!(err.message.contains("an array"), "{}", err.message);
         job.args = Value::Null;
         assert!(job.args_object().unwrap().is_empty());
+    }
+
+    #[test]
+    fn progress_keeps_the_highest_memory_peak_and_starts_unknown() {
+        assert_eq!(Progress::default().memory_peak_kib(), None);
+        let progress = Progress::new();
+        assert_eq!(progress.memory_peak_kib(), None);
+        let seen_by_heartbeat = progress.clone();
+        progress.record_memory_peak_kib(60_000);
+        progress.record_memory_peak_kib(10_000);
+        assert_eq!(seen_by_heartbeat.memory_peak_kib(), Some(60_000));
+        progress.record_memory_peak_kib(u64::MAX);
+        assert_eq!(seen_by_heartbeat.memory_peak_kib(), Some(i32::MAX));
     }
 
     #[test]

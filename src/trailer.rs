@@ -7,6 +7,10 @@
 //! --flext-result <nonce> data <base64 chunk>        (as many lines as needed)
 //! --flext-result <nonce> end
 //! ```
+//! While the program runs, the runner also prints, at most once a second and only when the figure
+//! grew, `--flext-result <nonce> progress memory_peak_kib=<k>`: the live peak memory the worker's
+//! heartbeat reports. Progress lines are never user output and never part of the result.
+//!
 //! The nonce is per job and known only to the worker and the runner (it is not in the user's
 //! environment), so output of the user's program cannot forge a result. Base64 chunks keep every
 //! line short and free of bytes a log pipeline could mangle; the payload is compact JSON.
@@ -108,6 +112,29 @@ pub fn encode(
     out
 }
 
+/// Renders a progress line (ending in `\n`).
+#[must_use]
+pub fn encode_progress(nonce: &str, memory_peak_kib: u64) -> String {
+    format!(
+        "{}progress memory_peak_kib={memory_peak_kib}\n",
+        prefix(nonce)
+    )
+}
+
+/// What one log line was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    /// The user's output.
+    Output,
+    /// Part of the result trailer.
+    Trailer,
+    /// A progress line: the program's peak memory so far, KiB.
+    Progress {
+        /// Peak resident memory of the program's process tree, KiB.
+        memory_peak_kib: u64,
+    },
+}
+
 /// Incrementally finds the trailer in log lines (timestamps already stripped).
 #[derive(Debug)]
 pub struct Decoder {
@@ -131,18 +158,21 @@ impl Decoder {
         }
     }
 
-    /// Whether `line` belongs to the trailer (so it is not user output).
-    #[must_use]
-    pub fn is_trailer(&self, line: &str) -> bool {
-        line.starts_with(&self.prefix)
-    }
-
-    /// Feeds one line; returns whether it was part of the trailer.
-    pub fn push(&mut self, line: &str) -> Result<bool, Error> {
+    /// Feeds one line; says whether it was output, trailer or progress. Any line with the nonce
+    /// is ours, never user output, even one this version does not understand.
+    pub fn push(&mut self, line: &str) -> Result<Line, Error> {
         let Some(rest) = line.strip_prefix(&self.prefix) else {
-            return Ok(false);
+            return Ok(Line::Output);
         };
         let rest = rest.trim_end_matches(['\r', '\n']);
+        if let Some(kib) = rest
+            .strip_prefix("progress memory_peak_kib=")
+            .and_then(|k| k.parse().ok())
+        {
+            return Ok(Line::Progress {
+                memory_peak_kib: kib,
+            });
+        }
         if let Some(fields) = rest.strip_prefix("begin ") {
             let mut status = None;
             let (mut bytes, mut peak, mut duration) = (None, None, None);
@@ -179,7 +209,7 @@ impl Decoder {
         } else if rest == "end" {
             self.done = self.begin.is_some();
         }
-        Ok(true)
+        Ok(Line::Trailer)
     }
 
     /// Whether a whole trailer (begin to end) has been read.
@@ -275,6 +305,25 @@ mod tests {
         assert_eq!(decode(&text, "n", 1 << 20).unwrap().payload, payload);
         let err = decode(&text, "n", 1000).unwrap_err();
         assert!(err.to_string().contains("limit of 1000 bytes"), "{err}");
+    }
+
+    #[test]
+    fn progress_lines_carry_the_peak_and_do_not_disturb_the_result() {
+        let mut decoder = Decoder::new("n", 1 << 20);
+        assert_eq!(
+            decoder.push(encode_progress("n", 61_440).trim_end()),
+            Ok(Line::Progress {
+                memory_peak_kib: 61_440
+            })
+        );
+        assert_eq!(
+            decoder.push(encode_progress("other", 1).trim_end()),
+            Ok(Line::Output)
+        );
+        for line in encode("n", Status::Ok, &json!([1]), None, 1).lines() {
+            assert_eq!(decoder.push(line), Ok(Line::Trailer));
+        }
+        assert_eq!(decoder.finish().unwrap().payload, json!([1]));
     }
 
     #[test]

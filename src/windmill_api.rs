@@ -1,6 +1,7 @@
 //! Windmill's public HTTP API, for what the database does not give: a short-lived token for the
 //! job's user (`WM_TOKEN`), and the values behind `$var:` and `$res:` arguments, read with that
-//! token so that the user's own permissions apply.
+//! token so that the user's own permissions apply. [`prepare`] does both for a job before it runs
+//! and [`release`] deletes the token after, so an executor only sees resolved args and a token.
 //!
 //! Endpoints (Windmill's published API): `POST /api/users/tokens/impersonate` (201, the token as
 //! text), `DELETE /api/users/tokens/delete/{prefix}`, `GET /api/w/{ws}/variables/get_value/{path}`,
@@ -20,7 +21,7 @@ const TOKEN_PREFIX_LEN: usize = 10;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The request did not get an answer.
-    #[error("cannot reach Windmill's API at {url}: {source}")]
+    #[error("cannot reach Windmill's API at {url}")]
     Unreachable {
         /// The base URL.
         url: String,
@@ -38,6 +39,74 @@ pub enum Error {
         /// The answer's body (shortened).
         body: String,
     },
+}
+
+/// What a job gets from Windmill's side before it runs.
+#[derive(Debug)]
+pub struct JobAccess {
+    /// The args, `$var:`/`$res:` values resolved.
+    pub args: Map<String, Value>,
+    /// A token for the job's user, when the API is configured and the job has a user.
+    pub token: Option<Secret>,
+}
+
+/// Prepares a job: through `api`, when one is configured and the job has a user to act as, a
+/// token for the job valid for `valid_for` and the args resolved with it; else the args as they
+/// are (a failure saying what to configure when they need the API).
+pub async fn prepare(
+    api: Option<&WindmillApi>,
+    job: &Job,
+    valid_for: Duration,
+) -> Result<JobAccess, JobFailure> {
+    match api {
+        Some(api) if job.permissioned_as_email.is_some() => api.prepare(job, valid_for).await,
+        _ => Ok(JobAccess {
+            args: unresolved_args(job, api.is_some())?,
+            token: None,
+        }),
+    }
+}
+
+/// Deletes the token [`prepare`] minted, if any.
+pub async fn release(api: Option<&WindmillApi>, access: &JobAccess) {
+    if let (Some(api), Some(token)) = (api, &access.token) {
+        api.forget(token).await;
+    }
+}
+
+/// The job's args when no `$var:`/`$res:` value can be resolved (no API, or no user to act as;
+/// `api_configured` tells which): the args, or the failure saying what to configure.
+pub fn unresolved_args(job: &Job, api_configured: bool) -> Result<Map<String, Value>, JobFailure> {
+    let args = job.args_object()?;
+    let needs = needs_resolution(&args);
+    if !needs.is_empty() {
+        let why = if api_configured {
+            "the job has no user email (v2_job.permissioned_as_email) to read them as"
+        } else {
+            "set FLEXT_WINDMILL_URL and FLEXT_WINDMILL_TOKEN so the worker can resolve them through Windmill's API"
+        };
+        return Err(JobFailure::new(
+            FailureCategory::ConfigError,
+            "UnresolvedArgs",
+            format!(
+                "argument(s) {} reference Windmill variables or resources ($var:/$res:); {why}",
+                needs.join(", ")
+            ),
+        ));
+    }
+    Ok(args)
+}
+
+impl Error {
+    /// The message with its cause, for a job's failure message and the log, which show one line
+    /// and no chain.
+    #[must_use]
+    pub fn with_cause(&self) -> String {
+        match self {
+            Self::Unreachable { source, .. } => format!("{self}: {source}"),
+            Self::Status { .. } => self.to_string(),
+        }
+    }
 }
 
 /// A client of Windmill's API, with the superadmin token the worker is configured with.
@@ -119,6 +188,41 @@ impl WindmillApi {
         Ok(Secret::new(token))
     }
 
+    /// Mints the job's token and resolves its args with it; on failure no token is left behind.
+    async fn prepare(&self, job: &Job, valid_for: Duration) -> Result<JobAccess, JobFailure> {
+        let token = self.impersonate(job, valid_for).await.map_err(|error| {
+            JobFailure::new(
+                FailureCategory::ConfigError,
+                "JobTokenError",
+                format!(
+                    "{}; check FLEXT_WINDMILL_URL and that FLEXT_WINDMILL_TOKEN is a superadmin token",
+                    error.with_cause()
+                ),
+            )
+        })?;
+        let args = match job.args_object() {
+            Ok(args) => self.resolve(&job.workspace, &args, &token).await,
+            Err(failure) => Err(failure),
+        };
+        match args {
+            Ok(args) => Ok(JobAccess {
+                args,
+                token: Some(token),
+            }),
+            Err(failure) => {
+                self.forget(&token).await;
+                Err(failure)
+            }
+        }
+    }
+
+    /// Deletes a job's token, logging (not failing) when that does not work: it expires anyway.
+    async fn forget(&self, token: &Secret) {
+        if let Err(error) = self.delete_token(token).await {
+            tracing::warn!(error = %error.with_cause(), "deleting the job's token failed; it expires by itself");
+        }
+    }
+
     /// Deletes a token minted for a job.
     pub async fn delete_token(&self, token: &Secret) -> Result<(), Error> {
         let prefix: String = token.expose().chars().take(TOKEN_PREFIX_LEN).collect();
@@ -158,13 +262,19 @@ impl WindmillApi {
                 continue;
             };
             let what = format!("reading {kind} `{path}` for argument `{name}`");
-            let response = self.send(&what, self.http.get(url).bearer_auth(token.expose())).await.map_err(|error| {
-                JobFailure::new(
-                    FailureCategory::ConfigError,
-                    "ArgResolutionError",
-                    format!("{error}; check that the {kind} exists and that the job's user may read it"),
-                )
-            })?;
+            let response = self
+                .send(&what, self.http.get(url).bearer_auth(token.expose()))
+                .await
+                .map_err(|error| {
+                    JobFailure::new(
+                        FailureCategory::ConfigError,
+                        "ArgResolutionError",
+                        format!(
+                            "{}; check that the {kind} exists and that the job's user may read it",
+                            error.with_cause()
+                        ),
+                    )
+                })?;
             *value = response.json().await.map_err(|e| {
                 JobFailure::new(
                     FailureCategory::ConfigError,
@@ -187,4 +297,25 @@ pub fn needs_resolution(args: &Map<String, Value>) -> Vec<&str> {
         })
         .map(|(k, _)| k.as_str())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_api_says_its_cause_once() {
+        // Nothing listens on port 1.
+        let api = WindmillApi::new("http://127.0.0.1:1", Secret::new("t")).unwrap();
+        let error = api.delete_token(&Secret::new("token")).await.unwrap_err();
+        assert!(matches!(error, Error::Unreachable { .. }), "{error:?}");
+        let cause = error.source().map(ToString::to_string).unwrap_or_default();
+        assert!(!error.to_string().contains(&cause), "said twice: {error}");
+        assert_eq!(
+            error.with_cause(),
+            format!("cannot reach Windmill's API at http://127.0.0.1:1: {cause}")
+        );
+    }
 }

@@ -846,3 +846,28 @@ async fn a_large_result_arrives_whole_and_one_past_the_limit_fails_naming_it() {
     );
     bed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_reports_a_running_jobs_memory_peak_while_it_runs() {
+    let bed = Bed::new(&[("FLEXT__WORKER__HEARTBEAT_INTERVAL", "1s")]).await;
+    let code = "import time\ndef main():\n    block = b'x' * (60 << 20)\n    print('allocated', flush=True)\n    time.sleep(20)\n    return len(block)\n";
+    let id = WindmillJob::preview(code).push(&bed.db).await;
+    let peak = eventually("a live memory peak while the job runs", LIMIT, || async {
+        let peak: Option<i32> =
+            sqlx::query_scalar("SELECT memory_peak FROM v2_job_runtime WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&bed.db.pool)
+                .await
+                .unwrap()
+                .flatten();
+        peak.filter(|kib| *kib >= 50_000)
+    })
+    .await;
+    assert!(
+        completed(&bed.db, id).await.is_none(),
+        "the peak ({peak} KiB) is seen while the job runs, not only after"
+    );
+    let done = bed.outcome(id).await;
+    assert_eq!(done.status, "success", "{done:?}");
+    bed.stop().await;
+}

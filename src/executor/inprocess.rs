@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Completion, Job, Language, Outcome};
+use crate::domain::{Completion, Job, Language, Outcome, Progress};
 use crate::logs::LogSink;
 
 /// A boxed future borrowing the job and its log.
@@ -70,6 +70,8 @@ impl InProcessExecutor {
         job: &Job,
         cancel: CancellationToken,
         logs: &LogSink,
+        // Nothing is measured in process: the worker's own memory is not the job's.
+        _progress: &Progress,
     ) -> Completion {
         let started = Instant::now();
         let outcome = tokio::select! {

@@ -1,8 +1,9 @@
-//! The `Executor` seam: run a claimed job to an [`Outcome`], honouring a cancellation token and
-//! writing output into a [`LogSink`].
+//! The `Executor` seam: run a claimed job to an [`Outcome`](crate::domain::Outcome), honouring a
+//! cancellation token, writing output into a [`LogSink`] and live figures into a [`Progress`].
 //!
+//! [`Executor::Kubernetes`] runs each job as a Kubernetes Job ([`kubernetes`]);
 //! [`Executor::InProcess`] runs jobs inside the worker process (an echo for queue-path smoke tests
-//! and benchmarks, or any handler a test supplies). The Kubernetes executor joins this enum.
+//! and benchmarks, or any handler a test supplies).
 
 mod inprocess;
 pub mod kubernetes;
@@ -14,11 +15,10 @@ use tokio_util::sync::CancellationToken;
 pub use inprocess::{Handler, InProcessExecutor};
 pub use kubernetes::KubernetesExecutor;
 
-use crate::domain::{Completion, FailureCategory, Job, JobFailure, JobKind, Language};
+use crate::domain::{
+    Completion, FailureCategory, Job, JobFailure, JobKind, Language, LanguageInfo, Progress,
+};
 use crate::logs::LogSink;
-
-/// Languages the in-pod runner runs.
-pub const KUBERNETES_LANGUAGES: &[&str] = &["python3", "bash", "bun", "deno", "nativets"];
 
 /// Runs claimed jobs.
 #[derive(Clone)]
@@ -44,10 +44,7 @@ impl Executor {
     pub fn languages(&self) -> BTreeSet<Language> {
         match self {
             Self::InProcess(e) => e.languages(),
-            Self::Kubernetes(_) => KUBERNETES_LANGUAGES
-                .iter()
-                .map(|l| Language::new(l))
-                .collect(),
+            Self::Kubernetes(_) => LanguageInfo::runnable().map(Language::new).collect(),
         }
     }
 
@@ -113,10 +110,17 @@ impl Executor {
     }
 
     /// Runs a job until it ends or `cancel` fires (then it returns [`crate::domain::Outcome::Canceled`]).
-    pub async fn run(&self, job: &Job, cancel: CancellationToken, logs: &LogSink) -> Completion {
+    /// Live figures (peak memory) go into `progress` while it runs.
+    pub async fn run(
+        &self,
+        job: &Job,
+        cancel: CancellationToken,
+        logs: &LogSink,
+        progress: &Progress,
+    ) -> Completion {
         match self {
-            Self::InProcess(e) => e.run(job, cancel, logs).await,
-            Self::Kubernetes(e) => e.run(job, cancel, logs).await,
+            Self::InProcess(e) => e.run(job, cancel, logs, progress).await,
+            Self::Kubernetes(e) => e.run(job, cancel, logs, progress).await,
         }
     }
 

@@ -38,14 +38,7 @@ pub const MAX_HINTS: usize = 256;
 /// The line-comment marker hints are read after, by Windmill language name.
 #[must_use]
 pub fn comment_marker(language: &str) -> Option<&'static str> {
-    match language {
-        "python3" | "bash" | "powershell" | "nu" | "ruby" | "ansible" => Some("#"),
-        "bun" | "bunnative" | "deno" | "nativets" | "go" | "rust" | "java" | "csharp" => Some("//"),
-        "postgresql" | "mysql" | "bigquery" | "snowflake" | "mssql" | "oracledb" | "duckdb" => {
-            Some("--")
-        }
-        _ => None,
-    }
+    crate::domain::LanguageInfo::of(language).map(|l| l.comment)
 }
 
 /// Reads the hints of a script. Each value's source is [`Source::Annotation`] with its line.

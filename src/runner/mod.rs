@@ -3,8 +3,10 @@
 //! An init container copies the worker binary into the pod; the language image then runs it. It
 //! prepares the work directory, installs the lock's dependencies into a cache directory, runs the
 //! language wrapper (Windmill's contract: read args, call the entrypoint, write the result),
-//! streams the program's stdout and stderr line by line, and finally prints the result (or error
-//! object) as a [`crate::trailer`] marked with the job's nonce, with peak memory and run time.
+//! streams the program's stdout and stderr line by line (with a nonce-marked progress line each
+//! second the program's peak memory grew, for the heartbeat), and finally prints the result (or
+//! error object) as a [`crate::trailer`] marked with the job's nonce, with peak memory and run
+//! time. Which languages it runs, and how, is [`crate::domain::LANGUAGES`].
 //!
 //! Pod layout (all paths configurable):
 //! - `/flext/job` (ConfigMap): `job.json` (language, entrypoint), `main.<ext>`, `lock`, wrapper.
@@ -12,28 +14,29 @@
 //! - `/flext/work` (emptyDir): the working directory; `result.json` lands here.
 //! - `/flext/cache` (emptyDir or a shared volume): installed dependencies, keyed by lock hash.
 
+mod deps;
+mod program;
+mod progress;
 pub mod signature;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
+use self::deps::{install_bun_deps, install_python_deps};
+use self::program::{Program, run_program};
+use self::progress::Stdout;
+use crate::domain::{LanguageInfo, RunnerKind};
 use crate::trailer::{self, Status};
 
 /// The Python wrapper, shipped in the job's ConfigMap.
 pub const PYTHON_WRAPPER: &str = include_str!("wrappers/python.py");
 /// The TypeScript wrapper (Bun, Deno), shipped in the job's ConfigMap.
 pub const TYPESCRIPT_WRAPPER: &str = include_str!("wrappers/typescript.ts");
-
-/// Lines of output kept for the message of a failure without an error object.
-const TAIL_LINES: usize = 20;
-const TAIL_BYTES: usize = 2048;
 
 /// What the worker tells the runner about the job (`job.json` in the ConfigMap).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,14 +51,19 @@ pub struct JobSpec {
     pub max_result_bytes: u64,
 }
 
-/// The languages the runner knows, with the file name of their code.
+/// The file name of a language's code in the pod, when the runner runs the language.
 #[must_use]
 pub fn main_file(language: &str) -> Option<&'static str> {
-    match language {
-        "python3" => Some("main.py"),
-        "bash" => Some("main.sh"),
-        "bun" | "deno" | "nativets" => Some("main.ts"),
-        _ => None,
+    LanguageInfo::of(language)?.runner.map(|(_, file)| file)
+}
+
+/// The wrapper a language's program is started through (file name and text), if any.
+#[must_use]
+pub fn wrapper(language: &str) -> Option<(&'static str, &'static str)> {
+    match LanguageInfo::of(language)?.runner?.0 {
+        RunnerKind::Python => Some(("wrapper.py", PYTHON_WRAPPER)),
+        RunnerKind::Bun | RunnerKind::Deno => Some(("wrapper.ts", TYPESCRIPT_WRAPPER)),
+        RunnerKind::Bash => None,
     }
 }
 
@@ -104,7 +112,8 @@ pub async fn run(paths: &Paths) -> i32 {
         }
     };
     let started = Instant::now();
-    let (ended, max_result) = match prepare_and_run(paths).await {
+    let stdout = Stdout::process();
+    let (ended, max_result) = match prepare_and_run(paths, &nonce, &stdout).await {
         Ok((ended, limit)) => (ended, limit),
         Err(ended) => (ended, u64::MAX),
     };
@@ -124,9 +133,7 @@ pub async fn run(paths: &Paths) -> i32 {
     let text = trailer::encode(&nonce, ended.status, &ended.payload, peak, duration_ms);
     // The program's output always ends in a newline (the pump completes partial lines), so the
     // trailer starts on a line of its own.
-    let mut stdout = tokio::io::stdout();
-    let _ = stdout.write_all(text.as_bytes()).await;
-    let _ = stdout.flush().await;
+    stdout.write(text.as_bytes()).await;
     match ended.status {
         Status::Ok => 0,
         Status::Error => 1,
@@ -141,7 +148,18 @@ fn runner_error(name: &str, message: impl Into<String>) -> Ended {
     }
 }
 
-async fn prepare_and_run(paths: &Paths) -> Result<(Ended, u64), Ended> {
+/// The job's files, laid out in the work directory.
+struct Prepared {
+    spec: JobSpec,
+    code: String,
+    main: PathBuf,
+    result_path: PathBuf,
+    args_path: PathBuf,
+    lock: String,
+}
+
+/// Reads `job.json` and the code, and writes the code into the work directory.
+fn prepare(paths: &Paths) -> Result<Prepared, Ended> {
     let spec_text = std::fs::read_to_string(paths.job.join("job.json")).map_err(|e| {
         runner_error(
             "RunnerError",
@@ -174,12 +192,36 @@ async fn prepare_and_run(paths: &Paths) -> Result<(Ended, u64), Ended> {
     let args_path = paths.secret.join("args.json");
     let lock = std::fs::read_to_string(paths.job.join("lock")).unwrap_or_default();
 
-    let mut command = match spec.language.as_str() {
-        "python3" => {
+    Ok(Prepared {
+        spec,
+        code,
+        main,
+        result_path,
+        args_path,
+        lock,
+    })
+}
+
+/// The command that runs the job's language, its dependencies installed first.
+async fn language_command(paths: &Paths, job: &Prepared) -> Result<Command, Ended> {
+    let Prepared {
+        spec,
+        code,
+        main,
+        args_path,
+        lock,
+        ..
+    } = job;
+    let runner = LanguageInfo::of(&spec.language).and_then(|l| l.runner);
+    let wrapper = match wrapper(&spec.language) {
+        Some((name, text)) => Some(write_wrapper(paths, name, text)?),
+        None => None,
+    };
+    let command = match (runner, wrapper) {
+        (Some((RunnerKind::Python, _)), Some(wrapper)) => {
             let mut c = Command::new("python3");
-            c.arg("-u")
-                .arg(write_wrapper(paths, "wrapper.py", PYTHON_WRAPPER)?);
-            if let Some(site) = install_python_deps(paths, &lock).await? {
+            c.arg("-u").arg(wrapper);
+            if let Some(site) = install_python_deps(paths, lock).await? {
                 let existing = std::env::var("PYTHONPATH").unwrap_or_default();
                 let joined = if existing.is_empty() {
                     site.display().to_string()
@@ -190,24 +232,23 @@ async fn prepare_and_run(paths: &Paths) -> Result<(Ended, u64), Ended> {
             }
             c
         }
-        "bash" => {
-            let args = read_args(&args_path)?;
+        (Some((RunnerKind::Bash, _)), _) => {
+            let args = read_args(args_path)?;
             let mut c = Command::new("bash");
-            c.arg(&main);
-            for name in signature::bash_arg_order(&code) {
+            c.arg(main);
+            for name in signature::bash_arg_order(code) {
                 c.arg(args.get(&name).map(bash_value).unwrap_or_default());
             }
             c
         }
-        "bun" | "nativets" | "deno" => {
-            let wrapper = write_wrapper(paths, "wrapper.ts", TYPESCRIPT_WRAPPER)?;
-            let names = signature::ts_param_names(&code, &spec.entrypoint);
-            let mut c = if spec.language == "deno" {
+        (Some((kind @ (RunnerKind::Bun | RunnerKind::Deno), _)), Some(wrapper)) => {
+            let names = signature::ts_param_names(code, &spec.entrypoint);
+            let mut c = if kind == RunnerKind::Deno {
                 let mut c = Command::new("deno");
                 c.args(["run", "--allow-all", "--quiet"]).arg(&wrapper);
                 c
             } else {
-                install_bun_deps(paths, &lock).await?;
+                install_bun_deps(paths, lock).await?;
                 let mut c = Command::new("bun");
                 c.arg("run").arg(&wrapper);
                 c
@@ -218,24 +259,51 @@ async fn prepare_and_run(paths: &Paths) -> Result<(Ended, u64), Ended> {
             );
             c
         }
-        other => {
+        _ => {
             return Err(runner_error(
                 "UnsupportedLanguage",
-                format!("the runner runs python3, bash, bun, deno and nativets, not `{other}`"),
+                format!(
+                    "the runner runs {}, not `{}`",
+                    LanguageInfo::runnable().collect::<Vec<_>>().join(", "),
+                    spec.language
+                ),
             ));
         }
     };
+    Ok(command)
+}
+
+async fn prepare_and_run(
+    paths: &Paths,
+    nonce: &str,
+    stdout: &Stdout,
+) -> Result<(Ended, u64), Ended> {
+    let job = prepare(paths)?;
+    let mut command = language_command(paths, &job).await?;
+    let Prepared {
+        spec,
+        main,
+        result_path,
+        args_path,
+        ..
+    } = &job;
     command
         .current_dir(&paths.work)
-        .env("FLEXT_MAIN", &main)
-        .env("FLEXT_ARGS", &args_path)
-        .env("FLEXT_RESULT", &result_path)
+        .env("FLEXT_MAIN", main)
+        .env("FLEXT_ARGS", args_path)
+        .env("FLEXT_RESULT", result_path)
         .env("FLEXT_ENTRYPOINT", &spec.entrypoint)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let ended = run_program(command, &spec.language, &result_path).await?;
+    let program = Program {
+        language: &spec.language,
+        result_path,
+        nonce,
+        stdout,
+    };
+    let ended = run_program(command, &program).await?;
     Ok((ended, spec.max_result_bytes))
 }
 
@@ -275,300 +343,6 @@ fn bash_value(value: &Value) -> String {
     }
 }
 
-/// Installs a Python lock (requirements lines) into `<cache>/python/<hash>` once, with uv when
-/// present, else pip. Returns the directory to put on `PYTHONPATH`.
-async fn install_python_deps(paths: &Paths, lock: &str) -> Result<Option<PathBuf>, Ended> {
-    let requirements: Vec<&str> = lock
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
-    if requirements.is_empty() {
-        return Ok(None);
-    }
-    let key = crate::runner::signature::short_hash(&requirements.join("\n"));
-    let target = paths.cache.join("python").join(key);
-    if target.join(".complete").exists() {
-        return Ok(Some(target));
-    }
-    let lock_file = paths.work.join("requirements.txt");
-    std::fs::write(&lock_file, requirements.join("\n"))
-        .map_err(|e| runner_error("RunnerError", format!("cannot write requirements.txt: {e}")))?;
-    let uv = which("uv");
-    let mut command = if let Some(uv) = uv {
-        let mut c = Command::new(uv);
-        c.args([
-            "pip", "install", "--quiet", "--python", "python3", "--target",
-        ])
-        .arg(&target)
-        .arg("-r")
-        .arg(&lock_file);
-        c
-    } else {
-        let mut c = Command::new("python3");
-        c.args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-input",
-            "--target",
-        ])
-        .arg(&target)
-        .arg("-r")
-        .arg(&lock_file);
-        c
-    };
-    println!(
-        "[flext runner] installing {} Python requirement(s)",
-        requirements.len()
-    );
-    let output = command.output().await.map_err(|e| {
-        runner_error(
-            "DependencyInstallError",
-            format!("cannot run the installer: {e}"),
-        )
-    })?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(runner_error(
-            "DependencyInstallError",
-            format!(
-                "installing the script's requirements failed: {}",
-                tail_of(&stderr)
-            ),
-        ));
-    }
-    let _ = std::fs::write(target.join(".complete"), "");
-    Ok(Some(target))
-}
-
-/// Installs a Bun lock — Windmill's form: `package.json`, then `//bun.lock` (or `//bun.lockb`,
-/// base64) and the lockfile, `<empty>` when there is none — into the work directory, with Bun's
-/// package cache in the cache directory. Deno needs no step: it fetches imports as it runs.
-async fn install_bun_deps(paths: &Paths, lock: &str) -> Result<(), Ended> {
-    let lock = lock.replace("\r\n", "\n");
-    let (package_json, lockfile) = match (
-        lock.split_once("\n//bun.lock\n"),
-        lock.split_once("\n//bun.lockb\n"),
-    ) {
-        (Some((p, l)), _) => (
-            p.to_owned(),
-            Some(("bun.lock", l.trim().as_bytes().to_vec())),
-        ),
-        (None, Some((p, l))) => {
-            let binary =
-                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, l.trim()).ok();
-            (p.to_owned(), binary.map(|b| ("bun.lockb", b)))
-        }
-        (None, None) => (lock.clone(), None),
-    };
-    let manifest: Value = match serde_json::from_str(package_json.trim()) {
-        Ok(manifest) => manifest,
-        Err(_) if package_json.trim().is_empty() => return Ok(()),
-        Err(e) => {
-            return Err(runner_error(
-                "DependencyInstallError",
-                format!("the script's lock does not start with a package.json: {e}"),
-            ));
-        }
-    };
-    if manifest
-        .get("dependencies")
-        .and_then(Value::as_object)
-        .is_none_or(serde_json::Map::is_empty)
-    {
-        return Ok(());
-    }
-    std::fs::write(paths.work.join("package.json"), package_json.trim())
-        .map_err(|e| runner_error("RunnerError", format!("cannot write package.json: {e}")))?;
-    let mut command = Command::new("bun");
-    command
-        .arg("install")
-        .current_dir(&paths.work)
-        .env("BUN_INSTALL_CACHE_DIR", paths.cache.join("bun"));
-    if let Some((name, bytes)) =
-        lockfile.filter(|(_, b)| !b.is_empty() && b.as_slice() != b"<empty>")
-    {
-        std::fs::write(paths.work.join(name), bytes)
-            .map_err(|e| runner_error("RunnerError", format!("cannot write {name}: {e}")))?;
-        command.arg("--frozen-lockfile");
-    }
-    println!("[flext runner] installing the script's npm dependencies with bun");
-    let output = command.output().await.map_err(|e| {
-        runner_error(
-            "DependencyInstallError",
-            format!("cannot run bun install: {e}"),
-        )
-    })?;
-    if !output.status.success() {
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        return Err(runner_error(
-            "DependencyInstallError",
-            format!("bun install failed: {}", tail_of(&text)),
-        ));
-    }
-    Ok(())
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
-
-#[derive(Debug, Default)]
-struct Seen {
-    tail: Vec<String>,
-    last_stdout: Option<String>,
-}
-
-async fn run_program(
-    mut command: Command,
-    language: &str,
-    result_path: &Path,
-) -> Result<Ended, Ended> {
-    let mut child = command.spawn().map_err(|e| {
-        runner_error(
-            "RunnerError",
-            format!("cannot start the {language} program: {e}"),
-        )
-    })?;
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let out = child
-        .stdout
-        .take()
-        .map(|s| tokio::spawn(pump(s, false, seen.clone())));
-    let err = child
-        .stderr
-        .take()
-        .map(|s| tokio::spawn(pump(s, true, seen.clone())));
-    let forward = tokio::spawn(forward_sigterm(child.id()));
-    let status = child.wait().await.map_err(|e| {
-        runner_error(
-            "RunnerError",
-            format!("waiting for the program failed: {e}"),
-        )
-    })?;
-    forward.abort();
-    for task in [out, err].into_iter().flatten() {
-        let _ = task.await;
-    }
-    let seen = seen
-        .lock()
-        .map(|s| (s.tail.clone(), s.last_stdout.clone()))
-        .unwrap_or_default();
-    let written = std::fs::read(result_path).ok();
-    if status.success() {
-        let payload = match written {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                runner_error(
-                    "ResultInvalid",
-                    format!("the program wrote a result that is not JSON: {e}"),
-                )
-            })?,
-            // Bash: the last line of stdout, as JSON when it parses, else as a string.
-            None if language == "bash" => seen.1.map_or(Value::Null, |line| {
-                serde_json::from_str(&line).unwrap_or(Value::String(line))
-            }),
-            None => Value::Null,
-        };
-        return Ok(Ended {
-            status: Status::Ok,
-            payload,
-        });
-    }
-    let code = status.code().map_or_else(
-        || "killed by a signal".to_owned(),
-        |c| format!("exit code {c}"),
-    );
-    if let Some(object) = written
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .filter(|v| v.get("name").is_some())
-    {
-        return Ok(Ended {
-            status: Status::Error,
-            payload: object,
-        });
-    }
-    Ok(Ended {
-        status: Status::Error,
-        payload: json!({
-            "name": "ExitCode",
-            "message": format!("the program ended with {code}; last output:\n{}", tail_of(&seen.0.join("\n"))),
-        }),
-    })
-}
-
-async fn pump(stream: impl AsyncRead + Unpin, stderr: bool, seen: Arc<Mutex<Seen>>) {
-    let mut reader = BufReader::new(stream);
-    let mut line = Vec::new();
-    let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if stderr {
-        Box::new(tokio::io::stderr())
-    } else {
-        Box::new(tokio::io::stdout())
-    };
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        if !line.ends_with(b"\n") {
-            line.push(b'\n');
-        }
-        let _ = out.write_all(&line).await;
-        let _ = out.flush().await;
-        let text = String::from_utf8_lossy(&line).trim_end().to_owned();
-        if let Ok(mut seen) = seen.lock() {
-            if !stderr && !text.is_empty() {
-                seen.last_stdout = Some(text.clone());
-            }
-            seen.tail.push(text);
-            if seen.tail.len() > TAIL_LINES {
-                seen.tail.remove(0);
-            }
-        }
-    }
-}
-
-/// Kubernetes stops a pod with SIGTERM to the container's first process: pass it on to the
-/// program so it can clean up within the grace period.
-async fn forward_sigterm(pid: Option<u32>) {
-    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
-        return;
-    };
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        return;
-    };
-    while term.recv().await.is_some() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-}
-
-fn tail_of(text: &str) -> String {
-    let text = text.trim_end();
-    if text.len() <= TAIL_BYTES {
-        return text.to_owned();
-    }
-    let mut start = text.len() - TAIL_BYTES;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("…{}", &text[start..])
-}
-
 /// Peak resident memory of the programs the runner waited for, KiB (Linux reports `ru_maxrss`
 /// in KiB).
 fn peak_memory_kib() -> Option<i64> {
@@ -580,6 +354,8 @@ fn peak_memory_kib() -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
 
     struct Pod {
@@ -618,9 +394,47 @@ mod tests {
         }
 
         async fn ended(&self) -> Ended {
-            match prepare_and_run(&self.paths).await {
+            self.ended_with_output().await.0
+        }
+
+        /// How the program ended, and what the runner printed on stdout.
+        async fn ended_with_output(&self) -> (Ended, String) {
+            let captured = Capture::default();
+            let stdout = Stdout::of(Box::new(captured.clone()));
+            let ended = match prepare_and_run(&self.paths, "testnonce", &stdout).await {
                 Ok((ended, _)) | Err(ended) => ended,
-            }
+            };
+            let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+            (ended, text)
+        }
+    }
+
+    /// An in-memory stdout.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl tokio::io::AsyncWrite for Capture {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
         }
     }
 
@@ -686,6 +500,33 @@ mod tests {
         assert!(
             message.contains("exit code 3") && message.contains("about to fail"),
             "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_running_program_reports_its_growing_memory_peak_on_nonce_marked_lines() {
+        let code = "import time\ndef main():\n    print('allocating', flush=True)\n    block = b'x' * (60 << 20)\n    time.sleep(2.5)\n    print('done', flush=True)\n    return len(block)\n";
+        let pod = Pod::new("python3", code, &json!({}));
+        let (ended, output) = pod.ended_with_output().await;
+        assert_eq!(ended.status, Status::Ok, "{ended:?}");
+        let mut decoder = trailer::Decoder::new("testnonce", 1 << 20);
+        let mut peaks = Vec::new();
+        let mut user = Vec::new();
+        for line in output.lines() {
+            match decoder.push(line).unwrap() {
+                trailer::Line::Progress { memory_peak_kib } => peaks.push(memory_peak_kib),
+                trailer::Line::Output => user.push(line),
+                trailer::Line::Trailer => panic!("no trailer before the program ends: {line}"),
+            }
+        }
+        assert_eq!(user, ["allocating", "done"], "{output}");
+        assert!(
+            peaks.last().is_some_and(|kib| *kib >= 50_000),
+            "a live peak of the 60 MB block: {peaks:?}\n{output}"
+        );
+        assert!(
+            peaks.windows(2).all(|w| w[0] < w[1]),
+            "only when it grew: {peaks:?}"
         );
     }
 

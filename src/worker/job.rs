@@ -100,7 +100,7 @@ impl Jobs {
         };
         let executor = &self.worker.executor;
         tokio::select! {
-            completion = executor.run(job, running.cancel.clone(), logs) => Some(completion),
+            completion = executor.run(job, running.cancel.clone(), logs, &running.progress) => Some(completion),
             () = timer => unreachable!("the timer never completes"),
             () = self.abandon.cancelled() => {
                 tracing::warn!("abandoned at shutdown; left running in Windmill for adoption");

@@ -72,6 +72,10 @@ fn main_status(pod: &Pod) -> Option<&ContainerStatus> {
 }
 
 /// Reads the pod's state.
+///
+/// One ordered list of checks where the first that matches is the answer (deleted, main
+/// container ended or running, pod failed, unschedulable, a container waiting on an error,
+/// starting): it reads best whole, because the order is the logic.
 #[must_use]
 pub fn assess(pod: &Pod) -> PodState {
     // A pod being deleted that the worker did not delete (it deletes only when canceling, and

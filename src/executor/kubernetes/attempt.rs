@@ -1,0 +1,419 @@
+//! One attempt of a job: create its objects (or adopt them), then follow its pod to an end.
+//!
+//! The decisions are a value: [`Machine::step`] takes what happened (the pod assessed or gone, a
+//! log line, the log stream opened or broke, a tick, a cancel) at a time since the attempt began,
+//! and says what to do (wait, look at the pod, note why the job waits, open the log, conclude, fail,
+//! retry, cancel). Budgets are judged from those times, so unit tests drive every path without a
+//! cluster or a clock. [`Inner::attempt`] carries the actions out.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::Inner;
+use super::classify::{self, PodState};
+use super::follow::{LineStream, LogFollower, next_line};
+use super::objects::Created;
+use super::outcome::{self, Ended, Lost};
+use super::render::{self, Context};
+use crate::config::{HumanDuration, Secret, Settings};
+use crate::domain::{Completion, Job, JobFailure, Progress};
+use crate::hints::PodSettings;
+use crate::logs::LogSink;
+use crate::trailer;
+
+/// How long a Job may go without a pod before the job log says why it waits.
+const NO_POD_NOTE_AFTER: Duration = Duration::from_secs(10);
+
+/// What every attempt of one job works with.
+pub(super) struct Run<'a> {
+    pub job: &'a Job,
+    pub pod: &'a PodSettings,
+    /// The args, `$var:`/`$res:` resolved.
+    pub args: &'a serde_json::Map<String, serde_json::Value>,
+    /// The job's Windmill token, when one was minted.
+    pub token: Option<&'a Secret>,
+    pub cancel: &'a CancellationToken,
+    pub logs: &'a LogSink,
+    pub progress: &'a Progress,
+    /// Woken by the shared watch when the job's pod changed.
+    pub waker: &'a Notify,
+}
+
+/// How an attempt ended.
+pub(super) enum Attempt {
+    /// The job's outcome.
+    Done(Completion),
+    /// User code never started: try again as a new attempt.
+    SystemRetry(String),
+}
+
+/// The limits and names the decisions use.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// How long the pod may stay unschedulable.
+    pub pending_budget: HumanDuration,
+    /// How long an image pull may keep failing.
+    pub image_pull_grace: HumanDuration,
+    /// The namespace, for the `kubectl` hint when no pod appears.
+    pub namespace: String,
+    /// The attempt's object name, likewise.
+    pub object_name: String,
+}
+
+impl Rules {
+    /// The rules of one attempt of `job` under the worker's settings.
+    #[must_use]
+    pub fn of(settings: &Settings, job: &Job, attempt: u32) -> Self {
+        Self {
+            pending_budget: settings.executor.pending_budget,
+            image_pull_grace: settings.executor.image_pull_grace,
+            namespace: settings.cluster.namespace.clone(),
+            object_name: render::object_name(job, attempt),
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The pod was looked at.
+    Pod {
+        /// What its status says.
+        state: PodState,
+        /// Whether user code ever started in it.
+        user_code_started: bool,
+    },
+    /// The pod was looked for and is not there.
+    NoPod,
+    /// The watch said the pod changed, or a second passed.
+    Tick,
+    /// A log line arrived (and was taken by the follower).
+    LogLine,
+    /// The followed log stream is open.
+    StreamOpened,
+    /// The followed log stream ended or broke.
+    StreamEnded,
+    /// Windmill canceled the job.
+    Cancel,
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing until the next event.
+    Wait,
+    /// Look at the pod.
+    Check,
+    /// Tell the job log why it waits, then wait.
+    Note(String),
+    /// Open the followed log stream.
+    OpenStream,
+    /// The container ended: read the rest of its log, then make the outcome.
+    Conclude(Ended),
+    /// End the job with this failure, deleting the attempt first when asked.
+    Fail {
+        /// The failure.
+        failure: JobFailure,
+        /// Whether the attempt's objects are deleted (they still hold a pod).
+        delete: bool,
+    },
+    /// Read what the pod's log still has, then end the job with this failure.
+    FailAfterDrain(JobFailure),
+    /// Start a new attempt (user code never ran).
+    Retry(String),
+    /// Delete the attempt and end the job as canceled.
+    Cancel,
+}
+
+/// The decisions of one attempt.
+#[derive(Debug)]
+pub struct Machine {
+    rules: Rules,
+    seen_pod: bool,
+    user_code_started: bool,
+    pending_since: Option<Duration>,
+    pulling_since: Option<Duration>,
+    streaming: bool,
+    last_note: String,
+}
+
+impl Machine {
+    /// A machine for an attempt whose objects were just created or adopted.
+    #[must_use]
+    pub fn new(rules: Rules) -> Self {
+        Self {
+            rules,
+            seen_pod: false,
+            user_code_started: false,
+            pending_since: None,
+            pulling_since: None,
+            streaming: false,
+            last_note: String::new(),
+        }
+    }
+
+    /// What to do after `event`, `at` this long since the attempt began.
+    pub fn step(&mut self, at: Duration, event: Event) -> Action {
+        match event {
+            Event::Pod {
+                state,
+                user_code_started,
+            } => self.pod(at, state, user_code_started),
+            Event::NoPod if self.seen_pod => match outcome::deleted(self.user_code_started) {
+                Lost::Retry(reason) => Action::Retry(reason),
+                Lost::Failed(failure) => Action::Fail {
+                    failure,
+                    delete: false,
+                },
+            },
+            // The Job exists but its controller made no pod: a quota or an admission policy
+            // refuses it. Kubernetes retries; say so in the log instead of staying silent.
+            Event::NoPod if at > NO_POD_NOTE_AFTER => self.note(format!(
+                "waiting for the Job controller to create the pod (a quota or an admission policy may refuse it; see `kubectl -n {} describe job {}`)",
+                self.rules.namespace, self.rules.object_name
+            )),
+            Event::NoPod | Event::LogLine => Action::Wait,
+            Event::Tick => Action::Check,
+            Event::StreamOpened => {
+                self.streaming = true;
+                Action::Wait
+            }
+            Event::StreamEnded => {
+                self.streaming = false;
+                Action::Check
+            }
+            Event::Cancel => Action::Cancel,
+        }
+    }
+
+    fn pod(&mut self, at: Duration, state: PodState, user_code_started: bool) -> Action {
+        self.seen_pod = true;
+        self.user_code_started |= user_code_started;
+        if !matches!(state, PodState::Unschedulable(_)) {
+            self.pending_since = None;
+        }
+        if !matches!(state, PodState::PullingImage { .. }) {
+            self.pulling_since = None;
+        }
+        let fail = |failure| Action::Fail {
+            failure,
+            delete: true,
+        };
+        match state {
+            PodState::Unschedulable(message) => {
+                let since = *self.pending_since.get_or_insert(at);
+                if at.saturating_sub(since) > self.rules.pending_budget.0 {
+                    return fail(outcome::unschedulable(&message, self.rules.pending_budget));
+                }
+                self.note(format!("waiting for capacity: {message}"))
+            }
+            PodState::PullingImage { image, message } => {
+                let since = *self.pulling_since.get_or_insert(at);
+                if at.saturating_sub(since) > self.rules.image_pull_grace.0 {
+                    return fail(outcome::image_pull(
+                        &image,
+                        &message,
+                        self.rules.image_pull_grace,
+                    ));
+                }
+                self.note(format!("pulling image {image}: {message}"))
+            }
+            PodState::InvalidImage { image, message } => {
+                fail(outcome::invalid_image(&image, &message))
+            }
+            PodState::ConfigError(message) => fail(outcome::container_config(&message)),
+            PodState::Starting(reason) => self.note(format!("pod starting: {reason}")),
+            PodState::Running if self.streaming => Action::Wait,
+            PodState::Running => Action::OpenStream,
+            PodState::Terminated {
+                exit_code,
+                reason,
+                message,
+            } => Action::Conclude(Ended {
+                exit_code,
+                reason,
+                message,
+            }),
+            PodState::Disrupted { reason, message } => {
+                match outcome::disrupted(&reason, &message, self.user_code_started) {
+                    Lost::Retry(reason) => Action::Retry(reason),
+                    Lost::Failed(failure) => Action::FailAfterDrain(failure),
+                }
+            }
+        }
+    }
+
+    /// A note, unless it is the one given last.
+    fn note(&mut self, message: String) -> Action {
+        if self.last_note == message {
+            return Action::Wait;
+        }
+        self.last_note.clone_from(&message);
+        Action::Note(message)
+    }
+}
+
+impl Inner {
+    /// Runs one attempt: creates (or adopts) its objects and follows its pod to an end.
+    pub(super) async fn attempt(&self, run: &Run<'_>, attempt: u32, nonce: &str) -> Attempt {
+        let started = Instant::now();
+        let (nonce, skip) = match self.start(run, attempt, nonce).await {
+            Ok(started_with) => started_with,
+            Err(completion) => return Attempt::Done(completion),
+        };
+        self.follow_pod(run, attempt, &nonce, skip, started).await
+    }
+
+    /// Renders and creates (or adopts) the attempt's objects: the nonce its pod uses and how many
+    /// output lines are already logged, or how the job ended meanwhile.
+    async fn start(
+        &self,
+        run: &Run<'_>,
+        attempt: u32,
+        nonce: &str,
+    ) -> Result<(String, usize), Completion> {
+        let started = Instant::now();
+        let objects = render::render(
+            run.job,
+            &Context {
+                settings: &self.config.settings,
+                pod: run.pod,
+                attempt,
+                nonce,
+                args: run.args,
+                token: run.token.map(Secret::expose),
+                base_url: self.config.windmill_url.as_deref(),
+            },
+        );
+        // The objects' copy here is dropped on return: a job may wait for capacity for a long
+        // time.
+        match self.create(&objects, run.cancel, run.logs).await {
+            Created::Fresh => {
+                if run.job.prior_output_lines > 0 {
+                    run.logs.note("running the script again: the output above is from an earlier run that did not finish");
+                }
+                Ok((nonce.to_owned(), 0))
+            }
+            // The output of this pod that a stopped worker already logged is not repeated.
+            Created::Adopted(existing) => Ok((existing, run.job.prior_output_lines)),
+            Created::Canceled => Err(Completion::canceled(started.elapsed())),
+            Created::Failed(failure) => Err(Completion::failed(failure, started.elapsed())),
+        }
+    }
+
+    /// Follows the attempt's pod to an end, carrying out what the [`Machine`] decides.
+    async fn follow_pod(
+        &self,
+        run: &Run<'_>,
+        attempt: u32,
+        nonce: &str,
+        skip: usize,
+        started: Instant,
+    ) -> Attempt {
+        let settings = &self.config.settings;
+        let decoder = trailer::Decoder::new(nonce, settings.executor.max_result_bytes.0);
+        let mut follower = LogFollower::new(decoder, run.logs, run.progress);
+        follower.skip = skip;
+        let mut machine = Machine::new(Rules::of(settings, run.job, attempt));
+        let id = run.job.id.to_string();
+        let mut stream: Option<LineStream> = None;
+        let mut pod: Option<Pod> = None;
+        let mut action = Action::Check;
+        loop {
+            let event = match action {
+                Action::Check => {
+                    pod = self.watch.pod(&id, attempt);
+                    pod.as_ref().map_or(Event::NoPod, |pod| Event::Pod {
+                        state: classify::assess(pod),
+                        user_code_started: classify::user_code_started(pod),
+                    })
+                }
+                Action::Wait => next_event(run, &mut stream, &mut follower).await,
+                Action::Note(message) => {
+                    run.logs.note(&message);
+                    next_event(run, &mut stream, &mut follower).await
+                }
+                Action::OpenStream => {
+                    if let Some(pod) = &pod {
+                        stream = self.open_log(pod, &mut follower, true).await;
+                    }
+                    if stream.is_some() {
+                        Event::StreamOpened
+                    } else {
+                        next_event(run, &mut stream, &mut follower).await
+                    }
+                }
+                Action::Conclude(ended) => {
+                    // Everything the container printed, then the verdict.
+                    if let Some(pod) = &pod {
+                        self.read_to_end(pod, stream.take(), &mut follower, ended.patience())
+                            .await;
+                    }
+                    let memory_limit = run.pod.memory.value.limit.to_string();
+                    let trailer = follower.decoder().finish();
+                    return Attempt::Done(outcome::terminated(
+                        &ended,
+                        trailer,
+                        &memory_limit,
+                        started.elapsed(),
+                    ));
+                }
+                Action::Fail { failure, delete } => {
+                    if delete {
+                        self.delete_attempt(run.job, attempt).await;
+                    }
+                    return Attempt::Done(Completion::failed(failure, started.elapsed()));
+                }
+                Action::FailAfterDrain(failure) => {
+                    if let Some(pod) = &pod {
+                        self.read_to_end(pod, stream.take(), &mut follower, Duration::ZERO)
+                            .await;
+                    }
+                    return Attempt::Done(Completion::failed(failure, started.elapsed()));
+                }
+                Action::Retry(reason) => return Attempt::SystemRetry(reason),
+                Action::Cancel => {
+                    run.logs
+                        .note("canceled: deleting the Kubernetes Job and its pod");
+                    self.delete_attempt(run.job, attempt).await;
+                    return Attempt::Done(Completion::canceled(started.elapsed()));
+                }
+            };
+            action = machine.step(started.elapsed(), event);
+        }
+    }
+}
+
+/// Waits for the next thing to happen; a log line is handed to the follower on the way.
+async fn next_event(
+    run: &Run<'_>,
+    stream: &mut Option<LineStream>,
+    follower: &mut LogFollower<'_>,
+) -> Event {
+    tokio::select! {
+        () = run.waker.notified() => Event::Tick,
+        line = next_line(stream), if stream.is_some() => match line {
+            Some(Ok(line)) => {
+                follower.accept(&line);
+                Event::LogLine
+            }
+            Some(Err(error)) => {
+                tracing::debug!(%error, "pod log stream broke; resuming from the last line seen");
+                *stream = None;
+                Event::StreamEnded
+            }
+            None => {
+                *stream = None;
+                Event::StreamEnded
+            }
+        },
+        () = tokio::time::sleep(Duration::from_secs(1)) => Event::Tick,
+        () = run.cancel.cancelled() => Event::Cancel,
+    }
+}
+
+#[cfg(test)]
+mod tests;

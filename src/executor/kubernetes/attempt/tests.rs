@@ -1,0 +1,237 @@
+use std::time::Duration;
+
+use super::*;
+use crate::domain::FailureCategory;
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn machine() -> Machine {
+    Machine::new(Rules {
+        pending_budget: HumanDuration(secs(60)),
+        image_pull_grace: HumanDuration(secs(30)),
+        namespace: "jobs".into(),
+        object_name: "wm-x-1".into(),
+    })
+}
+
+fn pod(state: PodState) -> Event {
+    Event::Pod {
+        state,
+        user_code_started: false,
+    }
+}
+
+fn running_pod() -> Event {
+    Event::Pod {
+        state: PodState::Running,
+        user_code_started: true,
+    }
+}
+
+fn failed(action: Action) -> (JobFailure, bool) {
+    match action {
+        Action::Fail { failure, delete } => (failure, delete),
+        other => panic!("not a failure: {other:?}"),
+    }
+}
+
+#[test]
+fn ticks_look_at_the_pod_log_lines_do_not_and_cancel_always_cancels() {
+    let mut m = machine();
+    assert_eq!(m.step(secs(1), Event::Tick), Action::Check);
+    assert_eq!(m.step(secs(1), Event::LogLine), Action::Wait);
+    for event in [
+        pod(PodState::Unschedulable("0/1 nodes".into())),
+        running_pod(),
+        Event::NoPod,
+    ] {
+        m.step(secs(2), event);
+        assert_eq!(m.step(secs(2), Event::Cancel), Action::Cancel);
+    }
+}
+
+#[test]
+fn waiting_for_capacity_is_noted_once_then_fails_past_the_pending_budget() {
+    let mut m = machine();
+    let pending = || {
+        pod(PodState::Unschedulable(
+            "0/3 nodes have enough memory".into(),
+        ))
+    };
+    assert_eq!(
+        m.step(secs(5), pending()),
+        Action::Note("waiting for capacity: 0/3 nodes have enough memory".into())
+    );
+    assert_eq!(m.step(secs(30), pending()), Action::Wait, "noted once");
+    assert_eq!(
+        m.step(secs(65), pending()),
+        Action::Wait,
+        "the budget runs from the first sight"
+    );
+    let (failure, delete) = failed(m.step(secs(66), pending()));
+    assert!(delete, "the pending pod is deleted");
+    assert_eq!(
+        (failure.category, failure.name.as_str()),
+        (FailureCategory::Unschedulable, "Unschedulable")
+    );
+    assert!(failure.message.contains("0/3 nodes"), "{}", failure.message);
+}
+
+#[test]
+fn the_pending_budget_starts_again_when_the_pod_was_scheduled_in_between() {
+    let mut m = machine();
+    let pending = || pod(PodState::Unschedulable("full".into()));
+    m.step(secs(0), pending());
+    m.step(
+        secs(50),
+        pod(PodState::Starting("ContainerCreating".into())),
+    );
+    assert_eq!(
+        m.step(secs(100), pending()),
+        Action::Note("waiting for capacity: full".into())
+    );
+    assert_eq!(m.step(secs(150), pending()), Action::Wait);
+    assert!(matches!(m.step(secs(161), pending()), Action::Fail { .. }));
+}
+
+#[test]
+fn an_image_pull_may_fail_for_its_grace_and_an_invalid_name_fails_at_once() {
+    let mut m = machine();
+    let pulling = || {
+        pod(PodState::PullingImage {
+            image: "nope:1".into(),
+            message: "ErrImagePull".into(),
+        })
+    };
+    assert_eq!(
+        m.step(secs(1), pulling()),
+        Action::Note("pulling image nope:1: ErrImagePull".into())
+    );
+    assert_eq!(m.step(secs(31), pulling()), Action::Wait);
+    let (failure, delete) = failed(m.step(secs(32), pulling()));
+    assert!(delete);
+    assert_eq!(failure.name, "ImagePullError");
+    assert!(failure.message.contains("`nope:1`"), "{}", failure.message);
+
+    let mut m = machine();
+    let (failure, delete) = failed(m.step(
+        secs(1),
+        pod(PodState::InvalidImage {
+            image: "UPPER".into(),
+            message: "bad".into(),
+        }),
+    ));
+    assert!(delete);
+    assert_eq!(failure.name, "InvalidImageName");
+    let (failure, delete) =
+        failed(machine().step(secs(1), pod(PodState::ConfigError("no secret x".into()))));
+    assert!(delete);
+    assert_eq!(
+        (failure.category, failure.name.as_str()),
+        (FailureCategory::ConfigError, "CreateContainerConfigError")
+    );
+}
+
+#[test]
+fn a_starting_pod_is_noted_once_per_reason() {
+    let mut m = machine();
+    let starting = |r: &str| pod(PodState::Starting(r.into()));
+    assert_eq!(
+        m.step(secs(1), starting("ContainerCreating")),
+        Action::Note("pod starting: ContainerCreating".into())
+    );
+    assert_eq!(m.step(secs(2), starting("ContainerCreating")), Action::Wait);
+    assert_eq!(
+        m.step(secs(3), starting("PodInitializing")),
+        Action::Note("pod starting: PodInitializing".into())
+    );
+}
+
+#[test]
+fn a_running_pod_is_followed_by_one_stream_reopened_after_it_breaks() {
+    let mut m = machine();
+    assert_eq!(m.step(secs(1), running_pod()), Action::OpenStream);
+    // Opening failed: the next look opens again.
+    assert_eq!(m.step(secs(2), Event::Tick), Action::Check);
+    assert_eq!(m.step(secs(2), running_pod()), Action::OpenStream);
+    assert_eq!(m.step(secs(2), Event::StreamOpened), Action::Wait);
+    assert_eq!(m.step(secs(3), running_pod()), Action::Wait, "one stream");
+    assert_eq!(m.step(secs(4), Event::StreamEnded), Action::Check);
+    assert_eq!(m.step(secs(4), running_pod()), Action::OpenStream);
+}
+
+#[test]
+fn a_terminated_container_concludes_with_its_end() {
+    let mut m = machine();
+    m.step(secs(1), running_pod());
+    let action = m.step(
+        secs(9),
+        pod(PodState::Terminated {
+            exit_code: 0,
+            reason: "Completed".into(),
+            message: String::new(),
+        }),
+    );
+    assert_eq!(
+        action,
+        Action::Conclude(Ended {
+            exit_code: 0,
+            reason: "Completed".into(),
+            message: String::new(),
+        })
+    );
+}
+
+#[test]
+fn a_disruption_retries_before_user_code_and_fails_after_it_once_the_log_is_read() {
+    let disrupted = || {
+        pod(PodState::Disrupted {
+            reason: "Evicted".into(),
+            message: "node pressure".into(),
+        })
+    };
+    let mut m = machine();
+    m.step(secs(1), pod(PodState::Starting("ContainerCreating".into())));
+    assert_eq!(
+        m.step(secs(2), disrupted()),
+        Action::Retry("Evicted: node pressure".into())
+    );
+    // User code started in an earlier look: the disruption is the job's failure.
+    let mut m = machine();
+    m.step(secs(1), running_pod());
+    match m.step(secs(2), disrupted()) {
+        Action::FailAfterDrain(failure) => assert_eq!(failure.name, "Evicted"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_vanished_pod_retries_before_user_code_and_fails_after_it() {
+    let mut m = machine();
+    m.step(secs(1), pod(PodState::Starting("ContainerCreating".into())));
+    assert_eq!(
+        m.step(secs(2), Event::NoPod),
+        Action::Retry("the pod was deleted before the script started".into())
+    );
+    let mut m = machine();
+    m.step(secs(1), running_pod());
+    let (failure, delete) = failed(m.step(secs(2), Event::NoPod));
+    assert!(!delete, "nothing left to delete");
+    assert_eq!(failure.name, "PodDeleted");
+}
+
+#[test]
+fn a_job_without_a_pod_is_noted_after_a_while_and_only_once() {
+    let mut m = machine();
+    assert_eq!(m.step(secs(3), Event::NoPod), Action::Wait);
+    match m.step(secs(11), Event::NoPod) {
+        Action::Note(note) => assert!(
+            note.contains("kubectl -n jobs describe job wm-x-1"),
+            "{note}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(m.step(secs(12), Event::NoPod), Action::Wait);
+}

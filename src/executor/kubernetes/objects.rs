@@ -1,0 +1,313 @@
+//! The Kubernetes objects of a job: creating one attempt's Job, ConfigMap and Secret (a 409
+//! AlreadyExists is adopted, never duplicated), finding the attempts that exist, and deleting
+//! them.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
+use tokio_util::sync::CancellationToken;
+
+use super::Inner;
+use super::render::{self, Objects};
+use crate::domain::{FailureCategory, Job, JobFailure, JobId};
+use crate::logs::LogSink;
+
+/// A Kubernetes API error met while creating a job's objects, by what the executor does about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A 403 `exceeded quota`: back-pressure, retried until the quota lifts.
+    #[error("waiting for quota (back-pressure, not a failure)")]
+    Quota(#[source] kube::Error),
+    /// 429, 5xx, or a 409 conflict on an object being replaced: retried.
+    #[error("the Kubernetes API is busy")]
+    Busy(#[source] kube::Error),
+    /// No answer (connection, TLS, timeout): retried.
+    #[error("the Kubernetes API is unreachable")]
+    Unreachable(#[source] kube::Error),
+    /// Any other refusal (RBAC, validation, admission): never succeeds by retrying.
+    #[error("the Kubernetes API refused the job's objects")]
+    Rejected(#[source] kube::Error),
+}
+
+impl From<kube::Error> for ApiError {
+    fn from(error: kube::Error) -> Self {
+        match &error {
+            kube::Error::Api(status)
+                if status.code == 403 && status.message.contains("exceeded quota") =>
+            {
+                Self::Quota(error)
+            }
+            kube::Error::Api(status)
+                if status.code == 429 || status.code >= 500 || status.code == 409 =>
+            {
+                Self::Busy(error)
+            }
+            kube::Error::Api(_) => Self::Rejected(error),
+            _ => Self::Unreachable(error),
+        }
+    }
+}
+
+impl ApiError {
+    /// Whether trying again may succeed.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Rejected(_))
+    }
+
+    /// The Kubernetes error itself.
+    #[must_use]
+    pub fn cause(&self) -> &kube::Error {
+        match self {
+            Self::Quota(e) | Self::Busy(e) | Self::Unreachable(e) | Self::Rejected(e) => e,
+        }
+    }
+
+    /// The job log's note while waiting to retry.
+    #[must_use]
+    pub fn waiting_note(&self, delay: Duration) -> String {
+        format!(
+            "{self}: {}; retrying in {}ms",
+            self.cause(),
+            delay.as_millis()
+        )
+    }
+
+    /// The failure handed back when it is not retried.
+    #[must_use]
+    pub fn to_job_failure(&self) -> JobFailure {
+        JobFailure::new(
+            FailureCategory::ConfigError,
+            "KubernetesRejected",
+            format!(
+                "{self}: {}; check the worker's RBAC and the script's hints",
+                self.cause()
+            ),
+        )
+    }
+}
+
+/// How creating an attempt's objects ended.
+pub(super) enum Created {
+    /// Made by us.
+    Fresh,
+    /// Made earlier by a worker that stopped; adopted with the nonce in its Secret.
+    Adopted(String),
+    /// The job was canceled while waiting to retry.
+    Canceled,
+    /// The API refused them.
+    Failed(JobFailure),
+}
+
+impl Inner {
+    /// Creates the objects of one attempt, retrying API trouble and quota rejections with
+    /// backoff (back-pressure, never a failure), adopting objects that already exist.
+    pub(super) async fn create(
+        &self,
+        objects: &Objects,
+        cancel: &CancellationToken,
+        logs: &LogSink,
+    ) -> Created {
+        let mut delays =
+            crate::backoff::delays(Duration::from_millis(200), Duration::from_secs(30));
+        loop {
+            let error = match self.create_once(objects).await {
+                Ok(created) => return created,
+                Err(error) => ApiError::from(error),
+            };
+            if !error.is_retryable() {
+                return Created::Failed(error.to_job_failure());
+            }
+            let delay = delays.next().unwrap_or(Duration::from_secs(30));
+            logs.note(&error.waiting_note(delay));
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = cancel.cancelled() => return Created::Canceled,
+            }
+        }
+    }
+
+    async fn create_once(&self, objects: &Objects) -> Result<Created, kube::Error> {
+        let name = objects.job.metadata.name.clone().unwrap_or_default();
+        // The Job first: a 409 means the attempt exists (an earlier worker made it) and is
+        // adopted, never duplicated.
+        self.limiter.acquire().await;
+        let (job, fresh) = match self.jobs.create(&PostParams::default(), &objects.job).await {
+            Ok(created) => (created, true),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                self.limiter.acquire().await;
+                (self.jobs.get(&name).await?, false)
+            }
+            Err(error) => return Err(error),
+        };
+        if !fresh {
+            // Its nonce is in its Secret, unless the worker that made the Job stopped before the
+            // Secret: then the pod is still waiting for it and ours serves.
+            self.limiter.acquire().await;
+            if let Some(secret) = self.secrets.get_opt(&name).await? {
+                let nonce = secret
+                    .data
+                    .and_then(|d| {
+                        d.get("nonce")
+                            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                    })
+                    .unwrap_or_default();
+                return Ok(Created::Adopted(nonce));
+            }
+        }
+        // The ConfigMap and Secret belong to the Job: deleting it removes them. The pod waits for
+        // them like for any volume.
+        let owner = OwnerReference {
+            api_version: "batch/v1".into(),
+            kind: "Job".into(),
+            name: name.clone(),
+            uid: job.metadata.uid.clone().unwrap_or_default(),
+            controller: Some(false),
+            block_owner_deletion: Some(false),
+        };
+        let mut config_map = objects.config_map.clone();
+        config_map.metadata.owner_references = Some(vec![owner.clone()]);
+        let mut secret = objects.secret.clone();
+        secret.metadata.owner_references = Some(vec![owner]);
+        self.limiter.acquire().await;
+        self.limiter.acquire().await;
+        let (config_map, secret) = tokio::join!(
+            create_or_keep(&self.config_maps, &config_map),
+            create_or_keep(&self.secrets, &secret)
+        );
+        config_map?;
+        secret?;
+        Ok(Created::Fresh)
+    }
+
+    /// The Windmill jobs whose Kubernetes Jobs exist in this worker group.
+    pub(super) async fn running_jobs(&self) -> Result<Vec<JobId>, kube::Error> {
+        let mut ids: Vec<JobId> = self
+            .list_jobs(
+                &render::group_selector(&self.config.settings),
+                render::LABEL_JOB_ID,
+            )
+            .await?
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .map(JobId)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// The newest attempt that exists for a job, if any.
+    pub(super) async fn latest_attempt(&self, job: &Job) -> Option<u32> {
+        let selector = format!("{}={}", render::LABEL_JOB_ID, job.id);
+        self.list_jobs(&selector, render::LABEL_ATTEMPT)
+            .await
+            .ok()?
+            .iter()
+            .filter_map(|attempt| attempt.parse().ok())
+            .max()
+    }
+
+    /// The value of `label` on every Kubernetes Job `selector` selects.
+    async fn list_jobs(&self, selector: &str, label: &str) -> Result<Vec<String>, kube::Error> {
+        self.limiter.acquire().await;
+        let jobs = self
+            .jobs
+            .list(&ListParams::default().labels(selector))
+            .await?;
+        Ok(jobs
+            .items
+            .into_iter()
+            .filter_map(|j| j.metadata.labels?.remove(label))
+            .collect())
+    }
+
+    /// Deletes every Kubernetes object of a job.
+    pub(super) async fn delete_all(&self, id: JobId) {
+        let selector = format!("{}={}", render::LABEL_JOB_ID, id);
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        self.limiter.acquire().await;
+        if let Err(error) = self
+            .jobs
+            .delete_collection(&params, &ListParams::default().labels(&selector))
+            .await
+        {
+            tracing::warn!(%error, "deleting the finished job's Kubernetes Job failed; ttlSecondsAfterFinished will remove it");
+        }
+    }
+
+    /// Deletes one attempt's objects, waiting for its pods to go (a next attempt must not
+    /// overlap it).
+    pub(super) async fn delete_attempt(&self, job: &Job, attempt: u32) {
+        let name = render::object_name(job, attempt);
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Foreground),
+            ..DeleteParams::default()
+        };
+        self.limiter.acquire().await;
+        let _ = self.jobs.delete(&name, &params).await;
+        self.limiter.acquire().await;
+        let _ = self
+            .config_maps
+            .delete(&name, &DeleteParams::default())
+            .await;
+        self.limiter.acquire().await;
+        let _ = self.secrets.delete(&name, &DeleteParams::default()).await;
+    }
+}
+
+async fn create_or_keep<K>(api: &Api<K>, object: &K) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, "")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn quota_and_busy_errors_are_retried_and_refusals_are_not() {
+        let quota = ApiError::from(status(403, "exceeded quota: compute"));
+        assert!(quota.is_retryable());
+        assert!(
+            quota
+                .waiting_note(Duration::from_millis(400))
+                .starts_with("waiting for quota (back-pressure, not a failure): "),
+            "{}",
+            quota.waiting_note(Duration::from_millis(400))
+        );
+        for code in [429, 500, 503, 409] {
+            let busy = ApiError::from(status(code, "x"));
+            assert!(matches!(busy, ApiError::Busy(_)), "{code}: {busy:?}");
+        }
+        let refused = ApiError::from(status(403, "forbidden: cannot create jobs"));
+        assert!(!refused.is_retryable());
+        let failure = refused.to_job_failure();
+        assert_eq!(failure.name, "KubernetesRejected");
+        assert!(
+            failure.message.contains("cannot create jobs"),
+            "{}",
+            failure.message
+        );
+        assert!(failure.message.contains("RBAC"), "{}", failure.message);
+    }
+}

@@ -1,0 +1,317 @@
+//! Renders one attempt of a job into its Kubernetes objects: a ConfigMap (code, lock, wrapper,
+//! `job.json`), a Secret (args, nonce, job token) and a `batch/v1` Job. Pure and deterministic:
+//! the same job, attempt and nonce give byte-identical objects (maps are ordered, nothing reads
+//! the clock). The pod inside the Job is rendered by `pod`.
+
+mod pod;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::batch::v1::{Job as KubeJob, JobSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::config::Settings;
+use crate::domain::Job;
+use crate::hints::PodSettings;
+use crate::runner::{self, JobSpec as RunnerSpec};
+
+/// Label: the Windmill job id.
+pub const LABEL_JOB_ID: &str = "flext.dev/job-id";
+/// Label: the attempt number.
+pub const LABEL_ATTEMPT: &str = "flext.dev/attempt";
+/// Label: the worker group.
+pub const LABEL_WORKER_GROUP: &str = "flext.dev/worker-group";
+/// Label: who manages the objects.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`].
+pub const MANAGER: &str = "flext-kubernetes";
+/// Label: a hash of the script path, for spreading one script's pods.
+pub const LABEL_SCRIPT: &str = "flext.dev/script";
+/// Name of the job's main container.
+pub const MAIN_CONTAINER: &str = "main";
+/// Name of the init container that brings the runner.
+pub const RUNNER_CONTAINER: &str = "flext-runner";
+/// Seconds past Windmill's timeout after which Kubernetes itself stops the Job (a backstop: the
+/// worker cancels first).
+const DEADLINE_MARGIN_S: u64 = 60;
+
+/// One attempt's objects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objects {
+    /// Code, lock, wrapper and `job.json`.
+    pub config_map: ConfigMap,
+    /// Args, nonce, job token.
+    pub secret: Secret,
+    /// The Job.
+    pub job: KubeJob,
+}
+
+/// What rendering needs besides the job.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    /// The worker's settings.
+    pub settings: &'a Settings,
+    /// The job's pod settings, from the hints.
+    pub pod: &'a PodSettings,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// The per-attempt nonce that marks the result trailer.
+    pub nonce: &'a str,
+    /// The job's args, `$var:`/`$res:` resolved.
+    pub args: &'a serde_json::Map<String, serde_json::Value>,
+    /// The job's Windmill token, when one was minted.
+    pub token: Option<&'a str>,
+    /// Windmill's public URL, for `WM_BASE_URL`.
+    pub base_url: Option<&'a str>,
+}
+
+/// `wm-<job id>-<attempt>`: the name of every object of one attempt.
+#[must_use]
+pub fn object_name(job: &Job, attempt: u32) -> String {
+    format!("wm-{}-{attempt}", job.id)
+}
+
+/// The labels every object of one attempt carries.
+#[must_use]
+pub fn labels(job: &Job, attempt: u32, settings: &Settings) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MANAGED_BY.to_owned(), MANAGER.to_owned()),
+        (LABEL_JOB_ID.to_owned(), job.id.to_string()),
+        (LABEL_ATTEMPT.to_owned(), attempt.to_string()),
+        (
+            LABEL_WORKER_GROUP.to_owned(),
+            settings.windmill.worker_group.clone(),
+        ),
+    ])
+}
+
+/// The label selector of all objects of this worker group.
+#[must_use]
+pub fn group_selector(settings: &Settings) -> String {
+    format!(
+        "{LABEL_MANAGED_BY}={MANAGER},{LABEL_WORKER_GROUP}={}",
+        settings.windmill.worker_group
+    )
+}
+
+/// Renders the objects of one attempt.
+#[must_use]
+pub fn render(job: &Job, cx: &Context<'_>) -> Objects {
+    let settings = cx.settings;
+    let name = object_name(job, cx.attempt);
+    let namespace = settings.cluster.namespace.clone();
+    let labels = labels(job, cx.attempt, settings);
+    let mut annotations = BTreeMap::from([
+        ("flext.dev/windmill-tag".to_owned(), job.tag.clone()),
+        (
+            "flext.dev/windmill-workspace".to_owned(),
+            job.workspace.clone(),
+        ),
+    ]);
+    if let Some(path) = &job.path {
+        annotations.insert("flext.dev/windmill-path".to_owned(), path.clone());
+    }
+    let meta = ObjectMeta {
+        name: Some(name.clone()),
+        namespace: Some(namespace.clone()),
+        labels: Some(labels.clone()),
+        annotations: Some(annotations.clone()),
+        ..ObjectMeta::default()
+    };
+
+    let config_map = config_map(job, settings, meta.clone());
+    let secret = secret(cx, meta.clone());
+    let job_object = KubeJob {
+        metadata: meta,
+        spec: Some(JobSpec {
+            backoff_limit: Some(settings.job_template.backoff_limit),
+            active_deadline_seconds: Some(
+                i64::try_from(cx.pod.timeout.value.as_secs() + DEADLINE_MARGIN_S)
+                    .unwrap_or(i64::MAX),
+            ),
+            ttl_seconds_after_finished: Some(
+                i32::try_from(settings.executor.ttl_after_finished.0.as_secs()).unwrap_or(i32::MAX),
+            ),
+            template: pod::template(job, cx, &labels, &annotations),
+            ..JobSpec::default()
+        }),
+        ..KubeJob::default()
+    };
+    Objects {
+        config_map,
+        secret,
+        job: job_object,
+    }
+}
+
+/// The ConfigMap: `job.json` for the runner, the code, the lock and the language's wrapper.
+fn config_map(job: &Job, settings: &Settings, metadata: ObjectMeta) -> ConfigMap {
+    let language = job.language.as_ref().map_or("", |l| l.as_str());
+    let main_file = runner::main_file(language).unwrap_or("main.txt");
+    let spec = RunnerSpec {
+        language: language.to_owned(),
+        entrypoint: job.entrypoint.clone().unwrap_or_else(|| "main".to_owned()),
+        main_file: main_file.to_owned(),
+        max_result_bytes: settings.executor.max_result_bytes.0,
+    };
+    let mut data = BTreeMap::from([
+        (
+            "job.json".to_owned(),
+            serde_json::to_string(&spec).unwrap_or_default(),
+        ),
+        (main_file.to_owned(), job.code.clone().unwrap_or_default()),
+    ]);
+    if let Some(lock) = job.lock.as_ref().filter(|l| !l.trim().is_empty()) {
+        data.insert("lock".to_owned(), lock.clone());
+    }
+    if let Some((file, text)) = runner::wrapper(language) {
+        data.insert(file.to_owned(), text.to_owned());
+    }
+    ConfigMap {
+        metadata,
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+/// The Secret: args, nonce and the job token.
+fn secret(cx: &Context<'_>, metadata: ObjectMeta) -> Secret {
+    let mut secret_data = BTreeMap::from([
+        (
+            "args.json".to_owned(),
+            ByteString(
+                serde_json::Value::Object(cx.args.clone())
+                    .to_string()
+                    .into_bytes(),
+            ),
+        ),
+        ("nonce".to_owned(), ByteString(cx.nonce.as_bytes().to_vec())),
+    ]);
+    if let Some(token) = cx.token {
+        secret_data.insert("token".to_owned(), ByteString(token.as_bytes().to_vec()));
+    }
+    Secret {
+        metadata,
+        data: Some(secret_data),
+        type_: Some("Opaque".to_owned()),
+        immutable: Some(true),
+        ..Secret::default()
+    }
+}
+
+/// The objects as one YAML stream (ConfigMap, Secret, Job), for `flext-kubernetes render`.
+pub fn to_yaml(objects: &Objects) -> Result<String, serde_yaml_ng::Error> {
+    Ok(format!(
+        "{}---\n{}---\n{}",
+        serde_yaml_ng::to_string(&objects.config_map)?,
+        serde_yaml_ng::to_string(&objects.secret)?,
+        serde_yaml_ng::to_string(&objects.job)?
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::hints;
+
+    fn rendered(code: &str, nonce: &str) -> (Objects, String) {
+        let config = Config::from_yaml("", &std::collections::BTreeMap::new()).unwrap();
+        let mut job = crate::testing::job();
+        job.id = crate::domain::JobId(uuid::Uuid::from_u128(0x1234));
+        job.code = Some(code.into());
+        job.args = json!({"x": 1, "b": [1, 2]});
+        let pod = hints::resolve(
+            &config.settings.hints(),
+            &job.tag,
+            "python3",
+            code,
+            hints::WindmillFields::default(),
+        )
+        .unwrap();
+        let args = job.args_object().unwrap();
+        let cx = Context {
+            settings: &config.settings,
+            pod: &pod,
+            attempt: 2,
+            nonce,
+            args: &args,
+            token: Some("tok"),
+            base_url: None,
+        };
+        let objects = render(&job, &cx);
+        let yaml = to_yaml(&objects).unwrap();
+        (objects, yaml)
+    }
+
+    #[test]
+    fn the_same_job_renders_byte_identical_objects() {
+        let (_, first) = rendered("def main(x, b):\n    return x\n", "n1");
+        let (_, second) = rendered("def main(x, b):\n    return x\n", "n1");
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn pods_are_locked_down_by_default() {
+        let (objects, _) = rendered("# k8s: memory=512Mi\ndef main(x, b):\n    return x\n", "n");
+        let job = objects.job.spec.unwrap();
+        assert_eq!(job.backoff_limit, Some(0));
+        assert_eq!(job.active_deadline_seconds, Some(900 + 60));
+        assert!(job.ttl_seconds_after_finished.is_some());
+        let pod = job.template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let security = pod.security_context.unwrap();
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(security.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        for container in pod.init_containers.unwrap().iter().chain(&pod.containers) {
+            let sc = container.security_context.as_ref().unwrap();
+            assert_eq!(
+                sc.allow_privilege_escalation,
+                Some(false),
+                "{}",
+                container.name
+            );
+        }
+        let main = &pod.containers[0];
+        assert_eq!(
+            main.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
+            "512Mi"
+        );
+        assert_eq!(main.image.as_deref(), Some("python:3.12-slim"));
+        // Secrets stay in the Secret: the token reaches the pod by reference, never by value.
+        let env = main.env.as_ref().unwrap();
+        let token = env.iter().find(|e| e.name == "WM_TOKEN").unwrap();
+        assert!(token.value.is_none() && token.value_from.is_some());
+        let secret = objects.secret.data.unwrap();
+        assert_eq!(secret["args.json"].0, br#"{"b":[1,2],"x":1}"#);
+        assert_eq!(objects.secret.immutable, Some(true));
+    }
+
+    #[test]
+    fn every_object_carries_the_names_and_labels_that_find_it_again() {
+        let (objects, _) = rendered("def main(x, b):\n    return x\n", "n");
+        let name = objects.job.metadata.name.clone().unwrap();
+        assert!(name.starts_with("wm-") && name.ends_with("-2"), "{name}");
+        for meta in [
+            &objects.job.metadata,
+            &objects.config_map.metadata,
+            &objects.secret.metadata,
+        ] {
+            let labels = meta.labels.as_ref().unwrap();
+            assert_eq!(labels[LABEL_MANAGED_BY], MANAGER);
+            assert_eq!(labels[LABEL_ATTEMPT], "2");
+            assert_eq!(meta.name.as_ref(), Some(&name));
+        }
+        let data = objects.config_map.data.unwrap();
+        assert!(
+            data.contains_key("main.py")
+                && data.contains_key("wrapper.py")
+                && data.contains_key("job.json")
+        );
+    }
+}

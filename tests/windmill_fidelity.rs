@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use common::stock::StockWorker;
 use common::{
-    Flow, TestDb, WindmillJob, add, completed, config, eventually, executor, logs, queue_row,
-    start_worker,
+    Flow, TestDb, WindmillJob, add, completed, config, eventually, executor, job_row, logs,
+    queue_row, start_worker,
 };
-use flext_kubernetes::domain::{Completion, JobId, Outcome};
-use flext_kubernetes::queue::{HandBack, Queue};
+use flext_kubernetes::domain::{Completion, FailureCategory, JobFailure, JobId, Outcome};
+use flext_kubernetes::queue::{FixUp, HandBack, Queue};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -228,4 +228,49 @@ async fn worker_ping_reports_occupancy_as_windmill_does() {
     );
     handle.abandon();
     handle.wait().await;
+}
+
+#[tokio::test]
+async fn the_fix_up_writes_nothing_back_into_a_job_windmill_blanked_after_use() {
+    let db = TestDb::new().await;
+    let id = WindmillJob::preview("raise")
+        .args(json!({"secret": "s3"}))
+        .push(&db)
+        .await;
+    let queue = Queue::Postgres(db.queue());
+    let job = queue
+        .claim("wk-a", &["k8s".to_owned()])
+        .await
+        .unwrap()
+        .unwrap();
+    let failed = HandBack {
+        id: job.id,
+        kind: job.kind.clone(),
+        completion: Completion::failed(
+            JobFailure::new(FailureCategory::UserError, "ValueError", "bad secret"),
+            Duration::from_millis(5),
+        ),
+        started_at: job.started_at,
+    };
+    queue.hand_back("wk-a", "flow", &failed).await.unwrap();
+    StockWorker::new(&db.pool).run_once().await.unwrap();
+    // The step had `delete_after_use`: when its root flow ended, Windmill blanked its args and
+    // result (windmill-worker `worker_flow.rs`).
+    db.exec(&format!(
+        "UPDATE v2_job SET args = '{{}}' WHERE id = '{id}';
+         UPDATE v2_job_completed SET result = '{{}}' WHERE id = '{id}'"
+    ))
+    .await;
+    let record = failed.fix_up_record("wk-a");
+    let done = queue.fix_up(&[FixUp { id, record }]).await.unwrap();
+    assert_eq!(done, vec![id], "the fix-up is over, not retried forever");
+    let row = completed(&db, id).await.unwrap();
+    assert_eq!(
+        row.result,
+        Some(json!({})),
+        "the blanked result stays blank"
+    );
+    let (kind, args, _) = job_row(&db, id).await;
+    assert_eq!(args, Some(json!({})), "the blanked args stay blank");
+    assert_eq!(kind, "preview");
 }

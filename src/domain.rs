@@ -197,7 +197,7 @@ pub struct Job {
     pub permissioned_as_email: Option<String>,
     /// Who created the job.
     pub created_by: Option<String>,
-    /// `script.envs`: environment variable names the script asks for.
+    /// `script.envs`: `KEY=VALUE` entries the script's settings add to its environment.
     pub script_envs: Vec<String>,
     /// When the job was created.
     pub created_at: DateTime<Utc>,
@@ -206,6 +206,30 @@ pub struct Job {
     /// Lines of the job's own output already in its Windmill log: non-zero when a worker that
     /// stopped had run it, so that a resumed run does not log them twice.
     pub prior_output_lines: usize,
+    /// What Windmill's `get_reserved_variables` needs beyond the fields above.
+    pub context: JobContext,
+}
+
+/// The facts behind a job's reserved `WM_*` variables that only Windmill's database knows
+/// (windmill-common `variables.rs`, `get_reserved_variables`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobContext {
+    /// `v2_job.trigger` when `trigger_kind = 'schedule'`: the schedule's path.
+    pub schedule_path: Option<String>,
+    /// The parent flow's `runnable_path`, for a flow step.
+    pub flow_path: Option<String>,
+    /// `v2_job.flow_innermost_root_job`.
+    pub innermost_root: Option<JobId>,
+    /// `v2_job.runnable_id`: the script hash.
+    pub runnable_id: Option<i64>,
+    /// `v2_job_queue.scheduled_for`.
+    pub scheduled_for: Option<DateTime<Utc>>,
+    /// `job_perms.end_user_email` (set when an app triggered the job).
+    pub end_user_email: Option<String>,
+    /// The instance setting `base_url` (`global_settings`), when set.
+    pub base_url: Option<String>,
+    /// The workspace's custom environment variables (`workspace_env`), by name.
+    pub workspace_envs: std::collections::BTreeMap<String, String>,
 }
 
 impl Job {
@@ -240,7 +264,42 @@ impl Job {
             created_at: now,
             started_at: now,
             prior_output_lines: 0,
+            context: JobContext::default(),
         }
+    }
+
+    /// `script.envs` as (name, value) pairs, each entry split at its first `=` as Windmill's
+    /// `build_envs` does; an entry without `=` (Windmill: "Must be in the form of KEY=VALUE"), or
+    /// a name a Kubernetes Secret key cannot hold, is the job's failure.
+    pub fn script_env_pairs(&self) -> Result<Vec<(String, String)>, JobFailure> {
+        self.script_envs
+            .iter()
+            .map(|entry| {
+                let invalid = |why: &str| {
+                    JobFailure::new(
+                        FailureCategory::InvalidJob,
+                        "InvalidScriptEnv",
+                        format!(
+                            "the script's environment variable `{entry}` {why}; fix it in the script's settings (Windmill: \
+                             Settings > Runtime > Env variables)"
+                        ),
+                    )
+                };
+                let (name, value) = entry
+                    .split_once('=')
+                    .ok_or_else(|| invalid("must be in the form of KEY=VALUE"))?;
+                let valid = !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+                if !valid {
+                    return Err(invalid(
+                        "has a name other than letters, digits, `_`, `.` and `-`",
+                    ));
+                }
+                Ok((name.to_owned(), value.to_owned()))
+            })
+            .collect()
     }
 
     /// The arguments as a JSON object, or an error naming what is wrong with them.
@@ -494,6 +553,22 @@ mod tests {
         routed.sort_unstable();
         never.sort_unstable();
         assert_eq!(routed, never);
+    }
+
+    #[test]
+    fn script_envs_are_split_at_the_first_equals_and_bad_entries_name_the_fix() {
+        let mut job = crate::testing::job();
+        job.script_envs = vec!["A=1".into(), "B=x=y".into(), "EMPTY=".into()];
+        assert_eq!(
+            job.script_env_pairs().unwrap(),
+            [("A", "1"), ("B", "x=y"), ("EMPTY", "")].map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        job.script_envs = vec!["NOVALUE".into()];
+        let failure = job.script_env_pairs().unwrap_err();
+        assert_eq!(failure.name, "InvalidScriptEnv");
+        assert!(failure.message.contains("KEY=VALUE"), "{}", failure.message);
+        job.script_envs = vec!["A B=1".into()];
+        assert!(job.script_env_pairs().is_err());
     }
 
     #[test]

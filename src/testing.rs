@@ -27,6 +27,7 @@ pub fn job() -> Job {
         created_at: Utc::now(),
         started_at: Utc::now(),
         prior_output_lines: 0,
+        context: crate::domain::JobContext::default(),
     }
 }
 

@@ -871,3 +871,87 @@ async fn the_heartbeat_reports_a_running_jobs_memory_peak_while_it_runs() {
     assert_eq!(done.status, "success", "{done:?}");
     bed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_script_gets_its_envs_and_windmills_reserved_variables() {
+    let bed = Bed::new(&[]).await;
+    bed.db
+        .exec(
+            "INSERT INTO workspace_env (workspace_id, name, value) VALUES ('demo', 'TEAM', 'platform');
+             INSERT INTO global_settings (name, value) VALUES ('base_url', '\"https://windmill.example.com\"')",
+        )
+        .await;
+    let code = "import os\ndef main():\n    names = ['GREETING', 'TEAM', 'WM_WORKSPACE', 'WM_JOB_ID', 'WM_JOB_PATH', 'WM_SCHEDULE_PATH', 'WM_STATE_PATH', 'WM_USERNAME', 'WM_EMAIL', 'WM_PERMISSIONED_AS', 'WM_BASE_URL', 'WM_WORKER_GROUP', 'WM_SCHEDULED_FOR', 'WM_OBJECT_PATH', 'WM_ROOT_JOB_ID', 'WM_FLOW_JOB_ID']\n    return {n: os.environ.get(n) for n in names}\n";
+    let id = WindmillJob::script("u/alice/env", code)
+        .envs(&["GREETING=hello=world"])
+        .scheduled_by("u/alice/every_minute")
+        .push(&bed.db)
+        .await;
+    let done = bed.outcome(id).await;
+    assert_eq!(done.status, "success", "{done:?}");
+    let env = done.result.unwrap();
+    assert_eq!(
+        env["GREETING"], "hello=world",
+        "split at the first `=`: {env}"
+    );
+    assert_eq!(env["TEAM"], "platform", "workspace_env: {env}");
+    assert_eq!(env["WM_WORKSPACE"], "demo");
+    assert_eq!(env["WM_JOB_ID"], id.to_string());
+    assert_eq!(env["WM_ROOT_JOB_ID"], id.to_string());
+    assert_eq!(env["WM_JOB_PATH"], "u/alice/env");
+    assert_eq!(env["WM_SCHEDULE_PATH"], "u/alice/every_minute");
+    assert_eq!(
+        env["WM_STATE_PATH"], "u/alice/env/alice",
+        "scheduled: the trigger is the user"
+    );
+    assert_eq!(env["WM_USERNAME"], "alice");
+    assert_eq!(env["WM_EMAIL"], "alice@example.com");
+    assert_eq!(env["WM_PERMISSIONED_AS"], "u/alice");
+    assert_eq!(env["WM_BASE_URL"], "https://windmill.example.com");
+    assert_eq!(env["WM_FLOW_JOB_ID"], "", "set, and empty outside a flow");
+    let scheduled_for = env["WM_SCHEDULED_FOR"].as_str().unwrap();
+    assert!(
+        scheduled_for.ends_with('Z') && scheduled_for.len() == 20,
+        "RFC 3339 in UTC, whole seconds: {scheduled_for}"
+    );
+    let object_path = env["WM_OBJECT_PATH"].as_str().unwrap();
+    assert!(
+        object_path.starts_with("u_alice_env/u_alice_every_minute/")
+            && object_path.ends_with(&format!("_{id}")),
+        "{object_path}"
+    );
+    // The script's envs travel in the Secret, never in the Job spec.
+    let jobs = bed.jobs().list(&ListParams::default()).await.unwrap();
+    for job in jobs.items {
+        let spec = serde_json::to_string(&job.spec).unwrap();
+        assert!(!spec.contains("hello=world"), "{spec}");
+    }
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_claimed_by_a_worker_killed_before_its_kubernetes_job_existed_runs_once_after_restart()
+ {
+    let mut bed = Bed::new(&[]).await;
+    if let Some(worker) = bed.worker.take() {
+        worker.abandon();
+        worker.wait().await;
+    }
+    let name = format!("wk-restarted-{}", &bed.namespace[4..]);
+    let id = WindmillJob::preview("def main():\n    print('ran', flush=True)\n    return 'once'\n")
+        .push(&bed.db)
+        .await;
+    // The killed worker's claim: the row is running under its name, nothing exists in Kubernetes.
+    let claimed = flext_kubernetes::queue::Queue::Postgres(bed.db.queue())
+        .claim(&name, &["k8s".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(claimed.map(|j| j.id), Some(id));
+    let config = bed_config(&bed.namespace, &[("FLEXT__WORKER__NAME", &name)]);
+    bed.start_worker(config).await;
+    let done = bed.outcome(id).await;
+    assert_eq!(done.status, "success", "{done:?}");
+    assert_eq!(done.result, Some(json!("once")));
+    assert_eq!(logs(&bed.db, id).await.matches("ran\n").count(), 1);
+    bed.stop().await;
+}

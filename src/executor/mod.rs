@@ -106,6 +106,7 @@ impl Executor {
                 format!("the job has no code to run: {where_}; redeploy the script or flow"),
             ));
         }
+        job.script_env_pairs()?;
         job.args_object().map(|_| ())
     }
 

@@ -19,7 +19,7 @@ use super::{
     WorkerPing,
 };
 use crate::config::{Secret, redact_url};
-use crate::domain::{Cancellation, FlowStep, Job, JobId, JobKind, Language, Outcome};
+use crate::domain::{Cancellation, FlowStep, Job, JobContext, JobId, JobKind, Language, Outcome};
 
 /// Windmill's queue in Postgres.
 #[derive(Debug, Clone)]
@@ -404,5 +404,20 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
         created_at: get(row, "created_at")?,
         started_at: started_at.unwrap_or_else(Utc::now),
         prior_output_lines: prior_logs.as_deref().map_or(0, super::output_lines),
+        context: JobContext {
+            schedule_path: get(row, "schedule_path")?,
+            flow_path: get(row, "flow_path")?,
+            innermost_root: get::<Option<Uuid>>(row, "flow_innermost_root_job")?.map(JobId),
+            runnable_id: get(row, "runnable_id")?,
+            scheduled_for: get(row, "scheduled_for")?,
+            end_user_email: get(row, "end_user_email")?,
+            base_url: get(row, "base_url")?,
+            workspace_envs: serde_json::from_value(get::<Value>(row, "workspace_envs")?).map_err(
+                |e| Error::BadRow {
+                    id,
+                    message: format!("workspace_env values must be text: {e}"),
+                },
+            )?,
+        },
     })
 }

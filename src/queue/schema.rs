@@ -31,6 +31,9 @@ const EXPECTED: &[(&str, Columns)] = &[
             ("cache_ttl", Some("int4")),
             ("parent_job", Some("uuid")),
             ("root_job", Some("uuid")),
+            ("flow_innermost_root_job", Some("uuid")),
+            ("trigger", Some("varchar")),
+            ("trigger_kind", Some("job_trigger_kind")),
             ("flow_step_id", Some("varchar")),
             ("same_worker", Some("bool")),
             ("created_at", Some("timestamptz")),
@@ -123,6 +126,32 @@ const EXPECTED: &[(&str, Columns)] = &[
             ("lock", Some("text")),
             ("language", Some("script_lang")),
             ("envs", None),
+        ],
+    ),
+    (
+        "job_perms",
+        &[
+            ("job_id", Some("uuid")),
+            ("end_user_email", Some("varchar")),
+        ],
+    ),
+    (
+        "global_settings",
+        &[("name", Some("varchar")), ("value", Some("jsonb"))],
+    ),
+    (
+        "workspace",
+        &[
+            ("id", Some("varchar")),
+            ("parent_workspace_id", Some("varchar")),
+        ],
+    ),
+    (
+        "workspace_env",
+        &[
+            ("workspace_id", Some("varchar")),
+            ("name", Some("varchar")),
+            ("value", Some("varchar")),
         ],
     ),
     (
@@ -263,6 +292,10 @@ pub async fn check_role(pool: &PgPool) -> Result<()> {
         ("worker_ping", "SELECT, INSERT, UPDATE"),
         ("script", "SELECT"),
         ("flow_node", "SELECT"),
+        ("job_perms", "SELECT"),
+        ("global_settings", "SELECT"),
+        ("workspace", "SELECT"),
+        ("workspace_env", "SELECT"),
     ];
     let mut missing = Vec::new();
     for (table, needed) in privileges {

@@ -281,6 +281,10 @@ pub struct WindmillJob {
     /// child has a parent and no step id.
     pub parent: Option<(Uuid, Option<String>)>,
     pub runnable_id: Option<i64>,
+    /// The script's `envs` (`KEY=VALUE`), for kind `script`.
+    pub envs: Vec<String>,
+    /// `v2_job.trigger` and `trigger_kind` (`schedule`, `webhook`, ...).
+    pub trigger: Option<(String, String)>,
 }
 
 impl WindmillJob {
@@ -303,6 +307,8 @@ impl WindmillJob {
             pre_run_error: None,
             parent: None,
             runnable_id: None,
+            envs: Vec::new(),
+            trigger: None,
         }
     }
 
@@ -360,6 +366,17 @@ impl WindmillJob {
         self.canceled_by = Some(who.into());
         self
     }
+    /// The script's environment variables (`KEY=VALUE`), as its settings store them.
+    pub fn envs(mut self, envs: &[&str]) -> Self {
+        self.envs = envs.iter().map(|e| (*e).to_owned()).collect();
+        self
+    }
+    /// Pushed by a schedule, as Windmill's `push_scheduled_job` does (`trigger` = the
+    /// schedule's path, `trigger_kind` = `schedule`).
+    pub fn scheduled_by(mut self, schedule: &str) -> Self {
+        self.trigger = Some((schedule.into(), "schedule".into()));
+        self
+    }
     /// A child of a workflow-as-code job (Windmill's push: `parent_job`, `root_job`, no step id).
     pub fn child_of(mut self, parent: JobId) -> Self {
         self.parent = Some((parent.0, None));
@@ -383,7 +400,7 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
         let hash: i64 = rand_hash();
         sqlx::query(
             "INSERT INTO script (workspace_id, hash, path, content, lock, language, created_by, envs)
-             VALUES ($1, $2, $3, $4, $5, $6::script_lang, 'alice', ARRAY['FOO'])",
+             VALUES ($1, $2, $3, $4, $5, $6::script_lang, 'alice', $7)",
         )
         .bind(&job.workspace)
         .bind(hash)
@@ -391,6 +408,7 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
         .bind(&job.code)
         .bind(&job.lock)
         .bind(job.language.as_deref().unwrap_or("python3"))
+        .bind(&job.envs)
         .execute(&mut *tx)
         .await
         .unwrap();
@@ -408,9 +426,9 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
         "INSERT INTO v2_job (id, workspace_id, kind, tag, script_lang, raw_code, raw_lock, runnable_id,
                              runnable_path, args, timeout, priority, same_worker, created_by,
                              permissioned_as, permissioned_as_email, parent_job, root_job,
-                             flow_step_id, pre_run_error)
+                             flow_step_id, pre_run_error, trigger, trigger_kind)
          VALUES ($1, $2, $3::job_kind, $4, $5::script_lang, $6, $7, $8, $9, $10, $11, $12, $13, 'alice',
-                 'u/alice', 'alice@example.com', $14, $15, $16, $17)",
+                 'u/alice', 'alice@example.com', $14, $15, $16, $17, $18, $19::job_trigger_kind)",
     )
     .bind(job.id)
     .bind(&job.workspace)
@@ -429,6 +447,8 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
     .bind(root)
     .bind(step_id)
     .bind(&job.pre_run_error)
+    .bind(job.trigger.as_ref().map(|t| t.0.as_str()))
+    .bind(job.trigger.as_ref().map(|t| t.1.as_str()))
     .execute(&mut *tx)
     .await
     .unwrap();

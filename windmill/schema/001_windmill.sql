@@ -240,6 +240,15 @@ CREATE TABLE workspace (
     parent_workspace_id  varchar(50)
 );
 
+-- A workspace's custom environment variables, added to every job's environment
+-- (windmill-common `variables.rs`, `get_cached_workspace_envs`).
+CREATE TABLE workspace_env (
+    workspace_id  varchar(50) NOT NULL,
+    name          varchar(255) NOT NULL,
+    value         varchar(1000) NOT NULL,
+    PRIMARY KEY (workspace_id, name)
+);
+
 -- Row-level security, as Windmill sets it up: only its app roles get policies, so any other
 -- role that is neither owner, superuser nor BYPASSRLS sees no rows and updates nothing.
 ALTER TABLE v2_job ENABLE ROW LEVEL SECURITY;

@@ -25,7 +25,17 @@ SELECT
     j.created_by,
     j.created_at,
     coalesce(s.envs, ARRAY[]::varchar[])::text[] AS envs,
-    (SELECT l.logs FROM job_logs l WHERE l.job_id = c.id) AS prior_logs
+    (SELECT l.logs FROM job_logs l WHERE l.job_id = c.id) AS prior_logs,
+    -- What Windmill's get_reserved_variables reads (windmill-common variables.rs).
+    CASE WHEN j.trigger_kind = 'schedule' THEN j.trigger END AS schedule_path,
+    (SELECT pj.runnable_path FROM v2_job pj WHERE pj.id = j.parent_job) AS flow_path,
+    j.flow_innermost_root_job,
+    j.runnable_id,
+    (SELECT q.scheduled_for FROM v2_job_queue q WHERE q.id = c.id) AS scheduled_for,
+    (SELECT p.end_user_email FROM job_perms p WHERE p.job_id = c.id) AS end_user_email,
+    (SELECT g.value #>> '{}' FROM global_settings g WHERE g.name = 'base_url') AS base_url,
+    (SELECT coalesce(jsonb_object_agg(e.name, e.value), '{}'::jsonb)
+     FROM workspace_env e WHERE e.workspace_id = j.workspace_id) AS workspace_envs
 FROM claimed c
 JOIN v2_job j ON j.id = c.id
 LEFT JOIN script s ON j.kind = 'script' AND s.workspace_id = j.workspace_id AND s.hash = j.runnable_id

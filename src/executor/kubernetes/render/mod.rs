@@ -122,7 +122,7 @@ pub fn render(job: &Job, cx: &Context<'_>) -> Objects {
     };
 
     let config_map = config_map(job, settings, meta.clone());
-    let secret = secret(cx, meta.clone());
+    let secret = secret(job, cx, meta.clone());
     let job_object = KubeJob {
         metadata: meta,
         spec: Some(JobSpec {
@@ -176,8 +176,13 @@ fn config_map(job: &Job, settings: &Settings, metadata: ObjectMeta) -> ConfigMap
     }
 }
 
-/// The Secret: args, nonce and the job token.
-fn secret(cx: &Context<'_>, metadata: ObjectMeta) -> Secret {
+/// The Secret's key of one of the script's `envs`.
+fn script_env_key(name: &str) -> String {
+    format!("env.{name}")
+}
+
+/// The Secret: args, nonce, the job token and the script's `envs`.
+fn secret(job: &Job, cx: &Context<'_>, metadata: ObjectMeta) -> Secret {
     let mut secret_data = BTreeMap::from([
         (
             "args.json".to_owned(),
@@ -191,6 +196,9 @@ fn secret(cx: &Context<'_>, metadata: ObjectMeta) -> Secret {
     ]);
     if let Some(token) = cx.token {
         secret_data.insert("token".to_owned(), ByteString(token.as_bytes().to_vec()));
+    }
+    for (name, value) in job.script_env_pairs().unwrap_or_default() {
+        secret_data.insert(script_env_key(&name), ByteString(value.into_bytes()));
     }
     Secret {
         metadata,
@@ -223,6 +231,8 @@ mod tests {
         let config = Config::from_yaml("", &std::collections::BTreeMap::new()).unwrap();
         let mut job = crate::testing::job();
         job.id = crate::domain::JobId(uuid::Uuid::from_u128(0x1234));
+        // The same job: claimed once (WM_OBJECT_PATH carries the claim's time).
+        job.started_at = chrono::DateTime::UNIX_EPOCH;
         job.code = Some(code.into());
         job.args = json!({"x": 1, "b": [1, 2]});
         let pod = hints::resolve(
@@ -246,6 +256,110 @@ mod tests {
         let objects = render(&job, &cx);
         let yaml = to_yaml(&objects).unwrap();
         (objects, yaml)
+    }
+
+    /// The main container's environment: plain values, and the Secret keys of the others.
+    fn environment_of(objects: &Objects) -> BTreeMap<String, String> {
+        let pod = objects
+            .job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
+        let main = pod
+            .containers
+            .iter()
+            .find(|c| c.name == MAIN_CONTAINER)
+            .unwrap();
+        main.env
+            .iter()
+            .flatten()
+            .map(|e| {
+                let value = e.value.clone().unwrap_or_else(|| {
+                    let key = &e
+                        .value_from
+                        .as_ref()
+                        .unwrap()
+                        .secret_key_ref
+                        .as_ref()
+                        .unwrap()
+                        .key;
+                    format!("secret:{key}")
+                });
+                (e.name.clone(), value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_scheduled_flow_step_gets_windmills_reserved_variables_and_its_envs_from_the_secret() {
+        let config = Config::from_yaml("", &std::collections::BTreeMap::new()).unwrap();
+        let mut job = crate::testing::job();
+        job.created_by = Some("bob".into());
+        job.script_envs = vec!["API_KEY=s3cr=t".into(), "WM_JOB_ID=spoofed".into()];
+        job.flow = Some(crate::domain::FlowStep {
+            parent: crate::domain::JobId(uuid::Uuid::from_u128(1)),
+            root: None,
+            index: Some(2),
+            step_id: Some("c".into()),
+        });
+        job.context.flow_path = Some("f/etl/daily".into());
+        job.context.schedule_path = Some("f/etl/nightly".into());
+        job.context.scheduled_for =
+            chrono::DateTime::parse_from_rfc3339("2026-12-01T02:00:00.250Z")
+                .ok()
+                .map(|t| t.with_timezone(&chrono::Utc));
+        let pod = hints::resolve(
+            &config.settings.hints(),
+            &job.tag,
+            "python3",
+            "",
+            hints::WindmillFields::default(),
+        )
+        .unwrap();
+        let args = job.args_object().unwrap();
+        let cx = Context {
+            settings: &config.settings,
+            pod: &pod,
+            attempt: 1,
+            nonce: "n",
+            args: &args,
+            token: None,
+            base_url: Some("http://windmill:8000"),
+        };
+        let objects = render(&job, &cx);
+        let env = environment_of(&objects);
+        assert_eq!(env["WM_STATE_PATH"], "f/etl/daily/c_bob", "{env:?}");
+        assert_eq!(env["WM_FLOW_PATH"], "f/etl/daily");
+        assert_eq!(env["WM_SCHEDULE_PATH"], "f/etl/nightly");
+        assert_eq!(env["WM_SCHEDULED_FOR"], "2026-12-01T02:00:00Z");
+        assert_eq!(
+            env["WM_ROOT_JOB_ID"],
+            job.flow.as_ref().unwrap().parent.to_string()
+        );
+        assert_eq!(env["WM_ROOT_FLOW_JOB_ID"], "");
+        assert_eq!(
+            env["WM_USERNAME"], "bob",
+            "Windmill's username is created_by"
+        );
+        assert_eq!(env["BASE_INTERNAL_URL"], "http://windmill:8000");
+        assert!(
+            env["WM_OBJECT_PATH"].starts_with("f_etl_daily/f_etl_nightly/c/"),
+            "{}",
+            env["WM_OBJECT_PATH"]
+        );
+        assert_eq!(
+            env["API_KEY"], "secret:env.API_KEY",
+            "a script env comes from the Secret"
+        );
+        assert_eq!(env["WM_JOB_ID"], job.id.to_string(), "reserved names win");
+        let secret = objects.secret.data.as_ref().unwrap();
+        assert_eq!(secret["env.API_KEY"].0, b"s3cr=t");
+        let spec = serde_json::to_string(&objects.job).unwrap();
+        assert!(!spec.contains("s3cr=t"), "no env value in the Job spec");
     }
 
     #[test]

@@ -148,6 +148,7 @@ async fn claim_returns_code_and_lock_by_kind_and_marks_the_row() {
     let id = WindmillJob::script("u/alice/etl", "def main(x):\n    return x")
         .args(json!({"x": 2}))
         .timeout(42)
+        .envs(&["FOO=bar"])
         .push(&db)
         .await;
     let job = Queue::Postgres(db.queue())
@@ -161,7 +162,7 @@ async fn claim_returns_code_and_lock_by_kind_and_marks_the_row() {
     assert_eq!(job.language.as_ref().map(|l| l.as_str()), Some("python3"));
     assert_eq!(job.args, json!({"x": 2}));
     assert_eq!(job.timeout, Some(Duration::from_secs(42)));
-    assert_eq!(job.script_envs, vec!["FOO".to_owned()]);
+    assert_eq!(job.script_envs, vec!["FOO=bar".to_owned()]);
     assert_eq!(job.path.as_deref(), Some("u/alice/etl"));
     let (running, worker, ..) = queue_row(&db, id).await.unwrap();
     assert!(running);

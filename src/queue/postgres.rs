@@ -402,7 +402,12 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
         created_by: get(row, "created_by")?,
         script_envs: get(row, "envs")?,
         created_at: get(row, "created_at")?,
-        started_at: started_at.unwrap_or_else(Utc::now),
+        // A queued job (`render <job id>`) has not started: its creation stands in, so that
+        // rendering it twice gives the same objects.
+        started_at: match started_at {
+            Some(at) => at,
+            None => get(row, "created_at")?,
+        },
         prior_output_lines: prior_logs.as_deref().map_or(0, super::output_lines),
         context: JobContext {
             schedule_path: get(row, "schedule_path")?,

@@ -52,6 +52,13 @@ def main(previous_result):
     return {'job': os.environ['WM_JOB_ID'], 'flow': os.environ['WM_FLOW_JOB_ID']}
 ";
 
+const SCHEDULED: &str = "import os
+
+def main():
+    print(os.environ['GREETING'], 'at', os.environ['WM_SCHEDULED_FOR'])
+    return {name: os.environ[name] for name in ['GREETING', 'WM_SCHEDULE_PATH', 'WM_STATE_PATH']}
+";
+
 const FLAKY: &str = "def main(previous_result, attempt: int = 0):
     if attempt == 0:
         raise RuntimeError('a transient failure on the first try; the flow retries this step')
@@ -68,7 +75,7 @@ async fn main() {
         .await
         .expect("connect to PostgreSQL");
     sqlx::raw_sql(
-        "TRUNCATE v2_job, v2_job_queue, v2_job_runtime, v2_job_status, v2_job_completed, job_logs, flow_node, worker_ping",
+        "TRUNCATE v2_job, v2_job_queue, v2_job_runtime, v2_job_status, v2_job_completed, job_logs, flow_node, script, worker_ping",
     )
     .execute(&pool)
     .await
@@ -106,8 +113,19 @@ async fn main() {
         .push_to(&pool)
         .await;
     println!(
-        "== pushed flow {flow}: a (Python) → b (Bash) → c (TypeScript) → d (Python, k8s: hints) → e (fails once, retried)\n"
+        "== pushed flow {flow}: a (Python) → b (Bash) → c (TypeScript) → d (Python, k8s: hints) → e (fails once, retried)"
     );
+    // A deployed script with an environment variable in its settings (script.envs), pushed by a
+    // schedule for 3 s from now, as Windmill's scheduler queues the next tick.
+    let scheduled = common::push(
+        &pool,
+        common::WindmillJob::script("u/demo/greet", SCHEDULED)
+            .envs(&["GREETING=hello from script.envs"])
+            .scheduled_by("u/demo/every_hour")
+            .scheduled_in(Duration::from_secs(3)),
+    )
+    .await;
+    println!("== pushed scheduled job {scheduled} (u/demo/greet, due in 3 s)\n");
 
     let stop = CancellationToken::new();
     let stock = StockWorker {
@@ -177,6 +195,33 @@ async fn main() {
         flow_status.0,
         flow_status.1.unwrap_or(Value::Null)
     );
+    let greet = loop {
+        if let Some(row) = sqlx::query(
+            "SELECT c.status::text AS status, c.result, c.started_at >= q.scheduled_for AS on_time
+             FROM v2_job_completed c, LATERAL (SELECT j.created_at + interval '3 s' AS scheduled_for FROM v2_job j WHERE j.id = c.id) q
+             WHERE c.id = $1",
+        )
+        .bind(scheduled.0)
+        .fetch_optional(&pool)
+        .await
+        .unwrap()
+        {
+            break row;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the scheduled job did not complete within 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let greet_status: String = greet.get("status");
+    println!(
+        "== scheduled job u/demo/greet: {greet_status}, started at or after its scheduled_for: {}, result {}",
+        greet.get::<bool, _>("on_time"),
+        greet
+            .get::<Option<Value>, _>("result")
+            .unwrap_or(Value::Null)
+    );
 
     stop.cancel();
     let _ = stock.await;
@@ -184,7 +229,7 @@ async fn main() {
         .args(["-TERM", &worker.id().to_string()])
         .status();
     let _ = worker.wait();
-    if flow_status.0 != "success" {
+    if flow_status.0 != "success" || greet_status != "success" {
         std::process::exit(1);
     }
 }

@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::stock::StockWorker;
@@ -12,7 +14,10 @@ use common::{
     Flow, TestDb, WindmillJob, add, completed, config, eventually, executor, job_row, logs,
     queue_row, start_worker,
 };
+use flext_kubernetes::domain::Job;
 use flext_kubernetes::domain::{Completion, FailureCategory, JobFailure, JobId, Outcome};
+use flext_kubernetes::executor::{Executor, InProcessExecutor};
+use flext_kubernetes::logs::LogSink;
 use flext_kubernetes::queue::{FixUp, HandBack, Queue};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -273,4 +278,114 @@ async fn the_fix_up_writes_nothing_back_into_a_job_windmill_blanked_after_use() 
     let (kind, args, _) = job_row(&db, id).await;
     assert_eq!(args, Some(json!({})), "the blanked args stay blank");
     assert_eq!(kind, "preview");
+}
+
+/// An executor that records how many of its jobs run at once; each takes `hold`.
+fn counting(hold: Duration) -> (Executor, Arc<AtomicUsize>) {
+    let now = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let seen = most.clone();
+    let executor = InProcessExecutor::new(
+        &["python3"],
+        Arc::new(move |_job: &Job, _cancel, _logs: &LogSink| {
+            let (now, most) = (now.clone(), most.clone());
+            Box::pin(async move {
+                let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(at_once, Ordering::SeqCst);
+                tokio::time::sleep(hold).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                Outcome::Success(json!("done"))
+            })
+        }),
+    );
+    (Executor::InProcess(executor), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_limited_to_one_never_runs_twice_at_once_and_says_why_it_waits() {
+    let db = TestDb::new().await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let job =
+            WindmillJob::script("u/alice/gpu_train", "def main(): pass").concurrency_limit(1, 0);
+        ids.push(job.push(&db).await);
+    }
+    let stop = CancellationToken::new();
+    let stock = StockWorker::new(&db.pool).spawn(stop.clone());
+    let (executor, most) = counting(Duration::from_millis(800));
+    let handle = start_worker(&db.pool, config(&[]), executor);
+    for id in &ids {
+        let row = eventually("every job to complete", Duration::from_secs(90), || async {
+            completed(&db, *id).await
+        })
+        .await;
+        assert_eq!(row.status, "success");
+    }
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "two jobs of the key ran at once"
+    );
+    let mut waited = 0;
+    for id in &ids {
+        let log = logs(&db, *id).await;
+        if log.contains("Re-scheduled job to") {
+            assert!(
+                log.contains("due to concurrency limits with key demo/script/u/alice/gpu_train and limit 1 in the last 0 seconds"),
+                "{log}"
+            );
+            waited += 1;
+        }
+    }
+    assert!(waited >= 2, "the jobs that waited say so in their log");
+    let left: Value = sqlx::query_scalar("SELECT job_uuids FROM concurrency_counter")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        json!({}),
+        "every admitted job was released at completion"
+    );
+    handle.shutdown().await;
+    stop.cancel();
+    stock.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_workers_running_job_counts_against_the_limit() {
+    let db = TestDb::new().await;
+    let id = WindmillJob::script("u/alice/etl", "def main(): pass")
+        .concurrency_limit(1, 0)
+        .push(&db)
+        .await;
+    // A stock worker already runs one job of the key.
+    db.exec(
+        "UPDATE concurrency_counter SET job_uuids = '{\"7f0c6d2e-0000-4000-8000-000000000001\": {}}'",
+    )
+    .await;
+    let queue = Queue::Postgres(db.queue());
+    let tags = ["k8s".to_owned()];
+    assert!(
+        queue.claim("wk-a", &tags).await.unwrap().is_none(),
+        "over the limit"
+    );
+    let (running, worker, _, _) = queue_row(&db, id).await.unwrap();
+    assert!(!running && worker.is_none(), "put back in the queue");
+    let later: bool = sqlx::query_scalar(
+        "SELECT scheduled_for > now() + interval '2 seconds' FROM v2_job_queue WHERE id = $1",
+    )
+    .bind(id.0)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(later, "with a later scheduled_for");
+    // The native job ends; once due again, ours is admitted.
+    db.exec(&format!(
+        "UPDATE concurrency_counter SET job_uuids = '{{}}';
+         UPDATE v2_job_queue SET scheduled_for = now() WHERE id = '{id}'"
+    ))
+    .await;
+    let claimed = queue.claim("wk-a", &tags).await.unwrap();
+    assert_eq!(claimed.map(|j| j.id), Some(id));
 }

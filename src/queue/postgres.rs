@@ -10,9 +10,9 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::sql::{
-    ADOPT, APPEND_LOGS, CLAIM, FIX_UP, HAND_BACK_FAILURE, HAND_BACK_SUCCESS, HEARTBEAT, IN_QUEUE,
-    LOAD_JOB, LOCK_FOR_HAND_BACK, OWNED_JOBS, PENDING_FIX_UPS, QUEUED_COUNT, REGISTER,
-    REQUEUE_FOR_FINALIZE, ROUTE_ELSEWHERE, TIMEOUT,
+    ADMIT, ADOPT, APPEND_LOGS, CLAIM, FIX_UP, HAND_BACK_FAILURE, HAND_BACK_SUCCESS, HEARTBEAT,
+    IN_QUEUE, LOAD_JOB, LOCK_FOR_HAND_BACK, OWNED_JOBS, PENDING_FIX_UPS, QUEUED_COUNT, REGISTER,
+    REQUEUE_FOR_FINALIZE, RESCHEDULE_FOR_CONCURRENCY, ROUTE_ELSEWHERE, TIMEOUT,
 };
 use super::{
     Beat, Error, FixUp, HandBack, HandBackResult, JobState, LogChunk, OwnedJob, Result, Routed,
@@ -20,6 +20,10 @@ use super::{
 };
 use crate::config::{Secret, redact_url};
 use crate::domain::{Cancellation, FlowStep, Job, JobContext, JobId, JobKind, Language, Outcome};
+
+/// How many jobs over their concurrency limit one claim call puts back before it reports an
+/// empty queue (the next poll goes on).
+const MAX_CLAIMS_PER_CALL: usize = 8;
 
 /// Windmill's queue in Postgres.
 #[derive(Debug, Clone)]
@@ -69,15 +73,71 @@ impl PgQueue {
         &self.pool
     }
 
+    /// Claims the next job, applying its concurrency limit as Windmill's pull does: a job over its
+    /// limit goes back to the queue for later and the next one is tried.
     pub(super) async fn claim(&self, worker: &str, tags: &[String]) -> Result<Option<Job>> {
-        let row = sqlx::query(CLAIM)
-            .bind(worker)
-            .bind(tags)
-            .bind(&self.never_claimed)
-            .fetch_optional(&self.pool)
+        for _ in 0..MAX_CLAIMS_PER_CALL {
+            let row = sqlx::query(CLAIM)
+                .bind(worker)
+                .bind(tags)
+                .bind(&self.never_claimed)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(Error::db("claiming a job"))?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let job = job_from_row(&row)?;
+            if self.admit(&job, &row).await? {
+                return Ok(Some(job));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the claimed job is within its concurrency limit; if not, it is back in the queue.
+    async fn admit(&self, job: &Job, row: &PgRow) -> Result<bool> {
+        let limit: Option<i32> = get(row, "concurrent_limit")?;
+        let Some(limit) = limit.filter(|l| *l > 0) else {
+            return Ok(true);
+        };
+        let window: i32 = get(row, "concurrency_time_window_s")?;
+        // Windmill's push always writes the key; its default form stands in for a row without.
+        let key: String = get::<Option<String>>(row, "concurrency_key")?.unwrap_or_else(|| {
+            format!(
+                "{}/script/{}",
+                job.workspace,
+                job.path.as_deref().unwrap_or("tmp/main")
+            )
+        });
+        let mut tx = self
+            .pool
+            .begin()
             .await
-            .map_err(Error::db("claiming a job"))?;
-        row.map(|row| job_from_row(&row)).transpose()
+            .map_err(Error::db("starting a concurrency check"))?;
+        let running: i64 = sqlx::query_scalar(ADMIT)
+            .bind(job.id.0)
+            .bind(&key)
+            .bind(window)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(Error::db("counting the jobs of a concurrency key"))?;
+        let admitted = running <= i64::from(limit);
+        if !admitted {
+            sqlx::query(RESCHEDULE_FOR_CONCURRENCY)
+                .bind(job.id.0)
+                .bind(&key)
+                .bind(limit)
+                .bind(window)
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("re-scheduling a job over its concurrency limit"))?;
+            tracing::info!(job.id = %job.id, key, limit, "over its concurrency limit; re-scheduled");
+        }
+        tx.commit()
+            .await
+            .map_err(Error::db("committing a concurrency check"))?;
+        Ok(admitted)
     }
 
     pub(super) async fn adopt(

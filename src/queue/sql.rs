@@ -23,6 +23,9 @@ pub(super) const TIMEOUT: &str = include_str!("sql/timeout.sql");
 pub(super) const APPEND_LOGS: &str = include_str!("sql/append_logs.sql");
 pub(super) const ROUTE_ELSEWHERE: &str = include_str!("sql/route_elsewhere.sql");
 pub(super) const OWNED_JOBS: &str = include_str!("sql/owned_jobs.sql");
+pub(super) const ADMIT: &str = include_str!("sql/admit.sql");
+pub(super) const RESCHEDULE_FOR_CONCURRENCY: &str =
+    include_str!("sql/reschedule_for_concurrency.sql");
 pub(super) const LOCK_FOR_HAND_BACK: &str = include_str!("sql/lock_for_hand_back.sql");
 pub(super) const HAND_BACK_SUCCESS: &str = include_str!("sql/hand_back_success.sql");
 pub(super) const HAND_BACK_FAILURE: &str = include_str!("sql/hand_back_failure.sql");

@@ -285,6 +285,8 @@ pub struct WindmillJob {
     pub envs: Vec<String>,
     /// `v2_job.trigger` and `trigger_kind` (`schedule`, `webhook`, ...).
     pub trigger: Option<(String, String)>,
+    /// A concurrency limit: how many at once, within how many seconds.
+    pub concurrency: Option<(i32, i32)>,
 }
 
 impl WindmillJob {
@@ -309,6 +311,7 @@ impl WindmillJob {
             runnable_id: None,
             envs: Vec::new(),
             trigger: None,
+            concurrency: None,
         }
     }
 
@@ -375,6 +378,12 @@ impl WindmillJob {
     /// schedule's path, `trigger_kind` = `schedule`).
     pub fn scheduled_by(mut self, schedule: &str) -> Self {
         self.trigger = Some((schedule.into(), "schedule".into()));
+        self
+    }
+    /// At most `limit` jobs of this script at once (and within `window_s` seconds of each other),
+    /// as a script's concurrency settings ask.
+    pub fn concurrency_limit(mut self, limit: i32, window_s: i32) -> Self {
+        self.concurrency = Some((limit, window_s));
         self
     }
     /// A child of a workflow-as-code job (Windmill's push: `parent_job`, `root_job`, no step id).
@@ -452,10 +461,15 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
     .execute(&mut *tx)
     .await
     .unwrap();
+    let settings = match job.concurrency {
+        Some(limit) => Some(push_concurrency(&mut tx, &job, limit).await),
+        None => None,
+    };
     let delay_ms = job.scheduled_in.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     sqlx::query(
-        "INSERT INTO v2_job_queue (id, workspace_id, scheduled_for, tag, priority, canceled_by, canceled_reason)
-         VALUES ($1, $2, now() + make_interval(secs => $3 / 1000.0), $4, $5, $6, $7)",
+        "INSERT INTO v2_job_queue (id, workspace_id, scheduled_for, tag, priority, canceled_by, canceled_reason,
+                                   runnable_settings_handle)
+         VALUES ($1, $2, now() + make_interval(secs => $3 / 1000.0), $4, $5, $6, $7, $8)",
     )
     .bind(job.id)
     .bind(&job.workspace)
@@ -464,6 +478,7 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
     .bind(job.priority)
     .bind(&job.canceled_by)
     .bind(job.canceled_by.as_ref().map(|_| "canceled before it started"))
+    .bind(settings)
     .execute(&mut *tx)
     .await
     .unwrap();
@@ -474,6 +489,53 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
         .unwrap();
     tx.commit().await.unwrap();
     JobId(job.id)
+}
+
+/// What Windmill's push writes for a job with a concurrency limit (windmill-queue `jobs.rs`,
+/// `push_inner` and `insert_concurrency_key`; windmill-common `runnable_settings.rs`,
+/// `insert_rs`): the settings rows behind the handle it returns (`v2_job.concurrent_limit` stays
+/// NULL), the job's key row, and the key's counter row if missing. The key is Windmill's default,
+/// `<workspace>/script/<path>`.
+async fn push_concurrency(
+    tx: &mut sqlx::PgConnection,
+    job: &WindmillJob,
+    (limit, window_s): (i32, i32),
+) -> i64 {
+    let key = format!("{}/script/{}", job.workspace, job.path);
+    let concurrency_hash = rand_hash();
+    let settings_hash = rand_hash();
+    sqlx::query(
+        "INSERT INTO concurrency_settings (hash, concurrency_key, concurrent_limit, concurrency_time_window_s)
+         VALUES ($1, NULL, $2, $3);
+         ",
+    )
+    .bind(concurrency_hash)
+    .bind(limit)
+    .bind(window_s)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO runnable_settings (hash, concurrency_settings) VALUES ($1, $2)")
+        .bind(settings_hash)
+        .bind(concurrency_hash)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO concurrency_counter (concurrency_id, job_uuids) VALUES ($1, '{}'::jsonb)
+         ON CONFLICT (concurrency_id) DO NOTHING",
+    )
+    .bind(&key)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO concurrency_key (key, job_id) VALUES ($1, $2)")
+        .bind(&key)
+        .bind(job.id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    settings_hash
 }
 
 fn rand_hash() -> i64 {

@@ -150,6 +150,19 @@ impl StockWorker {
         .bind(canceled_reason)
         .execute(&mut *tx)
         .await?;
+        // As Windmill's `commit_completed_job`, in the same transaction: a job with a concurrency
+        // key leaves its key's admitted jobs and its key row records when it ended.
+        sqlx::query(
+            "UPDATE concurrency_counter c SET job_uuids = c.job_uuids - $1::uuid::text
+             FROM concurrency_key k WHERE k.job_id = $1::uuid AND c.concurrency_id = k.key",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE concurrency_key SET ended_at = now() WHERE job_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM v2_job_queue WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)

@@ -240,6 +240,36 @@ CREATE TABLE workspace (
     parent_workspace_id  varchar(50)
 );
 
+-- Concurrency limits (windmill-common `runnable_settings.rs`): a queued job's
+-- `runnable_settings_handle` names its settings; their concurrency part is a row of
+-- `concurrency_settings`. Windmill's push (windmill-queue `jobs.rs`, `insert_concurrency_key`)
+-- writes the job's key to `concurrency_key` and makes sure the key's `concurrency_counter` row
+-- exists; a puller admits a job by adding its id to `job_uuids`; completion removes it and sets
+-- `concurrency_key.ended_at`.
+CREATE TABLE runnable_settings (
+    hash                  bigint PRIMARY KEY,
+    debouncing_settings   bigint,
+    concurrency_settings  bigint
+);
+
+CREATE TABLE concurrency_settings (
+    hash                       bigint PRIMARY KEY,
+    concurrency_key            varchar(255),
+    concurrent_limit           int,
+    concurrency_time_window_s  int
+);
+
+CREATE TABLE concurrency_counter (
+    concurrency_id  varchar(1000) PRIMARY KEY,
+    job_uuids       jsonb NOT NULL DEFAULT '{}'::jsonb
+);
+
+CREATE TABLE concurrency_key (
+    key       varchar(255) NOT NULL,
+    ended_at  timestamptz,
+    job_id    uuid PRIMARY KEY
+);
+
 -- A workspace's custom environment variables, added to every job's environment
 -- (windmill-common `variables.rs`, `get_cached_workspace_envs`).
 CREATE TABLE workspace_env (

@@ -26,6 +26,21 @@ SELECT
     j.created_at,
     coalesce(s.envs, ARRAY[]::varchar[])::text[] AS envs,
     (SELECT l.logs FROM job_logs l WHERE l.job_id = c.id) AS prior_logs,
+    -- Concurrency limit: the settings behind the queue row's handle, else v2_job's (Windmill's
+    -- `maybe_fallback`); the key is the one Windmill's push wrote for this job.
+    (SELECT k.key FROM concurrency_key k WHERE k.job_id = c.id) AS concurrency_key,
+    coalesce(
+        (SELECT cs.concurrent_limit FROM v2_job_queue q
+         JOIN runnable_settings rs ON rs.hash = q.runnable_settings_handle
+         JOIN concurrency_settings cs ON cs.hash = rs.concurrency_settings
+         WHERE q.id = c.id),
+        j.concurrent_limit) AS concurrent_limit,
+    coalesce(
+        (SELECT cs.concurrency_time_window_s FROM v2_job_queue q
+         JOIN runnable_settings rs ON rs.hash = q.runnable_settings_handle
+         JOIN concurrency_settings cs ON cs.hash = rs.concurrency_settings
+         WHERE q.id = c.id),
+        j.concurrency_time_window_s, 0) AS concurrency_time_window_s,
     -- What Windmill's get_reserved_variables reads (windmill-common variables.rs).
     CASE WHEN j.trigger_kind = 'schedule' THEN j.trigger END AS schedule_path,
     (SELECT pj.runnable_path FROM v2_job pj WHERE pj.id = j.parent_job) AS flow_path,

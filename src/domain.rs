@@ -230,6 +230,11 @@ pub struct JobContext {
     pub base_url: Option<String>,
     /// The workspace's custom environment variables (`workspace_env`), by name.
     pub workspace_envs: std::collections::BTreeMap<String, String>,
+    /// `v2_job.cache_ttl` in seconds: the result may come from, and goes to, Windmill's cache.
+    pub cache_ttl: Option<i32>,
+    /// With a `cache_ttl`: each arg's name and its JSON text as Windmill reads it from
+    /// `v2_job.args`, in name order (the cache key hashes them).
+    pub cache_args: Vec<(String, String)>,
 }
 
 impl Job {

@@ -144,16 +144,14 @@ async fn a_flow_step_is_marked_in_progress_where_the_parents_flow_status_points(
     stock.run_once().await.unwrap();
     let a = queue.claim("wk-a", &tags).await.unwrap().expect("step a");
     assert_eq!(a.flow.as_ref().and_then(|f| f.index), Some(0));
-    let done = HandBack {
-        id: a.id,
-        kind: a.kind.clone(),
-        completion: Completion {
+    let done = HandBack::of(
+        &a,
+        Completion {
             outcome: Outcome::Success(json!(1)),
             duration: Duration::from_millis(5),
             memory_peak_kib: None,
         },
-        started_at: a.started_at,
-    };
+    );
     queue.hand_back("wk-a", "flow", &done).await.unwrap();
     stock.run_once().await.unwrap(); // completes step a, pushes step b
     let b = queue.claim("wk-a", &tags).await.unwrap().expect("step b");
@@ -248,15 +246,13 @@ async fn the_fix_up_writes_nothing_back_into_a_job_windmill_blanked_after_use() 
         .await
         .unwrap()
         .unwrap();
-    let failed = HandBack {
-        id: job.id,
-        kind: job.kind.clone(),
-        completion: Completion::failed(
+    let failed = HandBack::of(
+        &job,
+        Completion::failed(
             JobFailure::new(FailureCategory::UserError, "ValueError", "bad secret"),
             Duration::from_millis(5),
         ),
-        started_at: job.started_at,
-    };
+    );
     queue.hand_back("wk-a", "flow", &failed).await.unwrap();
     StockWorker::new(&db.pool).run_once().await.unwrap();
     // The step had `delete_after_use`: when its root flow ended, Windmill blanked its args and
@@ -388,4 +384,58 @@ async fn a_native_workers_running_job_counts_against_the_limit() {
     .await;
     let claimed = queue.claim("wk-a", &tags).await.unwrap();
     assert_eq!(claimed.map(|j| j.id), Some(id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_result_completes_the_job_without_running_it_and_a_success_is_saved() {
+    let db = TestDb::new().await;
+    let stop = CancellationToken::new();
+    let stock = StockWorker::new(&db.pool).spawn(stop.clone());
+    let handle = start_worker(&db.pool, config(&[]), executor(add, Duration::ZERO));
+    let run = |x: i64| {
+        WindmillJob::script("u/alice/slow_sum", "computing")
+            .hash(4242)
+            .cache_ttl(600)
+            .args(json!({"x": x, "y": 1}))
+    };
+    let first = run(1).push(&db).await;
+    let row = eventually("the first run", LIMIT, || async {
+        completed(&db, first).await
+    })
+    .await;
+    assert_eq!(row.result, Some(json!({"sum": 2})));
+    let saved: Value = sqlx::query_scalar(
+        "SELECT value FROM resource WHERE resource_type = 'cache' AND path LIKE 'g/results/%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(saved["value"], json!({"sum": 2}), "{saved}");
+    assert!(saved["expire"].as_i64().is_some(), "{saved}");
+
+    let second = run(1).push(&db).await;
+    let row = eventually("the cached run", LIMIT, || async {
+        completed(&db, second).await
+    })
+    .await;
+    assert_eq!(row.status, "success");
+    assert_eq!(row.result, Some(json!({"sum": 2})));
+    assert_eq!(
+        logs(&db, second).await,
+        "Job skipped because args & path found in cache and not expired\n",
+        "Windmill's line, and the script did not run"
+    );
+    let other = run(2).push(&db).await;
+    eventually("a run with other args", LIMIT, || async {
+        completed(&db, other).await
+    })
+    .await;
+    assert_eq!(
+        logs(&db, other).await,
+        "computing\n",
+        "other args: no cache hit"
+    );
+    handle.shutdown().await;
+    stop.cancel();
+    stock.await.unwrap();
 }

@@ -228,16 +228,14 @@ async fn claimed(db: &TestDb, job: WindmillJob) -> flext_kubernetes::domain::Job
 }
 
 fn hand_back(job: &flext_kubernetes::domain::Job, outcome: Outcome) -> HandBack {
-    HandBack {
-        id: job.id,
-        kind: job.kind.clone(),
-        completion: Completion {
+    HandBack::of(
+        job,
+        Completion {
             outcome,
             duration: Duration::from_millis(1234),
             memory_peak_kib: Some(2048),
         },
-        started_at: job.started_at,
-    }
+    )
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 //! written by us from the tables of `windmill/schema/`; [`Queue::Memory`] is a small in-memory
 //! queue for unit tests of the worker loop.
 
+pub mod cache;
 mod memory;
 mod postgres;
 pub mod schema;
@@ -134,9 +135,24 @@ pub struct HandBack {
     pub completion: Completion,
     /// When it started.
     pub started_at: DateTime<Utc>,
+    /// Where a success goes in Windmill's result cache, when the job has a `cache_ttl`.
+    pub cache_path: Option<String>,
 }
 
 impl HandBack {
+    /// The hand-back of `job` with `completion`; a success of a job with a `cache_ttl` is also
+    /// saved to Windmill's result cache.
+    #[must_use]
+    pub fn of(job: &Job, completion: Completion) -> Self {
+        Self {
+            id: job.id,
+            kind: job.kind.clone(),
+            completion,
+            started_at: job.started_at,
+            cache_path: cache::path(job),
+        }
+    }
+
     /// The record the fix-up uses to make the completed job look like a native run.
     #[must_use]
     pub fn fix_up_record(&self, worker: &str) -> Value {
@@ -297,6 +313,17 @@ impl Queue {
         match self {
             Self::Postgres(q) => q.route_elsewhere(tags, finalize_tag, limit).await,
             Self::Memory(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// The result Windmill's cache holds for the job, if any and not expired.
+    pub async fn cached_result(&self, job: &Job) -> Result<Option<Value>> {
+        let Some(path) = cache::path(job) else {
+            return Ok(None);
+        };
+        match self {
+            Self::Postgres(q) => q.cached_result(&job.workspace, &path).await,
+            Self::Memory(_) => Ok(None),
         }
     }
 

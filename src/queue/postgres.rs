@@ -10,9 +10,10 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::sql::{
-    ADMIT, ADOPT, APPEND_LOGS, CLAIM, FIX_UP, HAND_BACK_FAILURE, HAND_BACK_SUCCESS, HEARTBEAT,
-    IN_QUEUE, LOAD_JOB, LOCK_FOR_HAND_BACK, OWNED_JOBS, PENDING_FIX_UPS, QUEUED_COUNT, REGISTER,
-    REQUEUE_FOR_FINALIZE, RESCHEDULE_FOR_CONCURRENCY, ROUTE_ELSEWHERE, TIMEOUT,
+    ADMIT, ADOPT, APPEND_LOGS, CACHE_LOOKUP, CACHE_SAVE, CLAIM, FIX_UP, HAND_BACK_FAILURE,
+    HAND_BACK_SUCCESS, HEARTBEAT, IN_QUEUE, LOAD_JOB, LOCK_FOR_HAND_BACK, OWNED_JOBS,
+    PENDING_FIX_UPS, QUEUED_COUNT, REGISTER, REQUEUE_FOR_FINALIZE, RESCHEDULE_FOR_CONCURRENCY,
+    ROUTE_ELSEWHERE, TIMEOUT,
 };
 use super::{
     Beat, Error, FixUp, HandBack, HandBackResult, JobState, LogChunk, OwnedJob, Result, Routed,
@@ -183,6 +184,15 @@ impl PgQueue {
             .collect()
     }
 
+    pub(super) async fn cached_result(&self, workspace: &str, path: &str) -> Result<Option<Value>> {
+        sqlx::query_scalar(CACHE_LOOKUP)
+            .bind(workspace)
+            .bind(path)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::db("reading Windmill's result cache"))
+    }
+
     pub(super) async fn owned(&self, worker: &str) -> Result<Vec<OwnedJob>> {
         let rows = sqlx::query(OWNED_JOBS)
             .bind(worker)
@@ -333,6 +343,17 @@ impl PgQueue {
         let canceled =
             canceled_by.is_some() || matches!(hand_back.completion.outcome, Outcome::Canceled);
         if !canceled {
+            if let (Outcome::Success(result), Some(path)) =
+                (&hand_back.completion.outcome, &hand_back.cache_path)
+            {
+                sqlx::query(CACHE_SAVE)
+                    .bind(id.0)
+                    .bind(path)
+                    .bind(result)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Error::db("saving the result in Windmill's cache"))?;
+            }
             let updated = match &hand_back.completion.outcome {
                 Outcome::Success(result) => sqlx::query(HAND_BACK_SUCCESS)
                     .bind(id.0)
@@ -483,6 +504,14 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
                     message: format!("workspace_env values must be text: {e}"),
                 },
             )?,
+            cache_ttl: get(row, "cache_ttl")?,
+            cache_args: match get::<Option<Value>>(row, "cache_args")? {
+                Some(args) => serde_json::from_value(args).map_err(|e| Error::BadRow {
+                    id,
+                    message: format!("reading the args for the cache key: {e}"),
+                })?,
+                None => Vec::new(),
+            },
         },
     })
 }

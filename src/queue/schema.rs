@@ -29,6 +29,8 @@ const EXPECTED: &[(&str, Columns)] = &[
             ("timeout", Some("int4")),
             ("priority", Some("int2")),
             ("cache_ttl", Some("int4")),
+            ("concurrent_limit", Some("int4")),
+            ("concurrency_time_window_s", Some("int4")),
             ("parent_job", Some("uuid")),
             ("root_job", Some("uuid")),
             ("flow_innermost_root_job", Some("uuid")),
@@ -57,6 +59,7 @@ const EXPECTED: &[(&str, Columns)] = &[
             ("tag", Some("varchar")),
             ("priority", Some("int2")),
             ("worker", Some("varchar")),
+            ("runnable_settings_handle", Some("int8")),
         ],
     ),
     (
@@ -144,6 +147,45 @@ const EXPECTED: &[(&str, Columns)] = &[
         &[
             ("id", Some("varchar")),
             ("parent_workspace_id", Some("varchar")),
+        ],
+    ),
+    (
+        "resource",
+        &[
+            ("workspace_id", Some("varchar")),
+            ("path", Some("varchar")),
+            ("value", Some("jsonb")),
+            ("resource_type", Some("varchar")),
+        ],
+    ),
+    (
+        "runnable_settings",
+        &[
+            ("hash", Some("int8")),
+            ("concurrency_settings", Some("int8")),
+        ],
+    ),
+    (
+        "concurrency_settings",
+        &[
+            ("hash", Some("int8")),
+            ("concurrent_limit", Some("int4")),
+            ("concurrency_time_window_s", Some("int4")),
+        ],
+    ),
+    (
+        "concurrency_counter",
+        &[
+            ("concurrency_id", Some("varchar")),
+            ("job_uuids", Some("jsonb")),
+        ],
+    ),
+    (
+        "concurrency_key",
+        &[
+            ("key", Some("varchar")),
+            ("job_id", Some("uuid")),
+            ("ended_at", Some("timestamptz")),
         ],
     ),
     (
@@ -296,6 +338,11 @@ pub async fn check_role(pool: &PgPool) -> Result<()> {
         ("global_settings", "SELECT"),
         ("workspace", "SELECT"),
         ("workspace_env", "SELECT"),
+        ("resource", "SELECT, INSERT, UPDATE"),
+        ("runnable_settings", "SELECT"),
+        ("concurrency_settings", "SELECT"),
+        ("concurrency_counter", "SELECT, INSERT, UPDATE"),
+        ("concurrency_key", "SELECT"),
     ];
     let mut missing = Vec::new();
     for (table, needed) in privileges {

@@ -62,16 +62,9 @@ impl Jobs {
     async fn run(&self, job: &Job, entry: RunningEntry, finished: Option<Completion>) {
         tracing::info!(language = ?job.language.as_ref().map(Language::as_str), "job claimed");
         let logs = self.hub.sink(job.id, &job.workspace);
-        let completion = match finished {
-            Some(completion) => completion,
-            None => match self.worker.executor.check(job) {
-                Err(failure) => Completion::failed(failure, Duration::ZERO),
-                Ok(()) => match self.execute(job, &entry, &logs).await {
-                    Some(completion) => completion,
-                    // Abandoned at shutdown, or now another worker's: no hand-back.
-                    None => return logs.finish().await,
-                },
-            },
+        let Some(completion) = self.complete(job, &entry, &logs, finished).await else {
+            // Abandoned at shutdown, or now another worker's: no hand-back.
+            return logs.finish().await;
         };
         if let Some(StopReason::Lost(state)) = entry.stop_reason() {
             tracing::warn!(
@@ -82,6 +75,51 @@ impl Jobs {
             return;
         }
         self.finish(job, completion, logs, entry).await;
+    }
+
+    /// How the job ends: as `finished` already, as a job we cannot run, from Windmill's result
+    /// cache, or by running it (`None`: abandoned, or another worker's now).
+    async fn complete(
+        &self,
+        job: &Job,
+        entry: &RunningJob,
+        logs: &LogSink,
+        finished: Option<Completion>,
+    ) -> Option<Completion> {
+        if finished.is_some() {
+            return finished;
+        }
+        if let Err(failure) = self.worker.executor.check(job) {
+            return Some(Completion::failed(failure, Duration::ZERO));
+        }
+        if let Some(completion) = self.cached(job, logs).await {
+            return Some(completion);
+        }
+        self.execute(job, entry, logs).await
+    }
+
+    /// A result from Windmill's cache, as its worker takes one before running the job (with its
+    /// log line); nothing is created in Kubernetes. A cache that cannot be read runs the job.
+    async fn cached(&self, job: &Job, logs: &LogSink) -> Option<Completion> {
+        match self.worker.queue.cached_result(job).await {
+            Ok(Some(result)) => {
+                logs.line(crate::queue::cache::HIT_LINE.as_bytes());
+                tracing::info!("result taken from Windmill's cache");
+                Some(Completion {
+                    outcome: Outcome::Success(result),
+                    duration: Duration::ZERO,
+                    memory_peak_kib: None,
+                })
+            }
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "reading Windmill's result cache failed; running the job"
+                );
+                None
+            }
+        }
     }
 
     /// Runs the job through the executor until it ends, times out, or must be left alone
@@ -144,12 +182,7 @@ impl Jobs {
             ));
         }
         logs.finish().await;
-        let mut hand_back = HandBack {
-            id: job.id,
-            kind: job.kind.clone(),
-            completion,
-            started_at: job.started_at,
-        };
+        let mut hand_back = HandBack::of(job, completion);
         let result = self.hand_back(&mut hand_back).await;
         drop(entry);
         match result {

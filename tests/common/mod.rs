@@ -287,6 +287,8 @@ pub struct WindmillJob {
     pub trigger: Option<(String, String)>,
     /// A concurrency limit: how many at once, within how many seconds.
     pub concurrency: Option<(i32, i32)>,
+    /// `v2_job.cache_ttl`, in seconds.
+    pub cache_ttl: Option<i32>,
 }
 
 impl WindmillJob {
@@ -312,6 +314,7 @@ impl WindmillJob {
             envs: Vec::new(),
             trigger: None,
             concurrency: None,
+            cache_ttl: None,
         }
     }
 
@@ -386,6 +389,16 @@ impl WindmillJob {
         self.concurrency = Some((limit, window_s));
         self
     }
+    /// Results kept in Windmill's cache for `seconds` (the script's `cache_ttl`).
+    pub fn cache_ttl(mut self, seconds: i32) -> Self {
+        self.cache_ttl = Some(seconds);
+        self
+    }
+    /// The deployed script's hash (`v2_job.runnable_id`), to run one script several times.
+    pub fn hash(mut self, hash: i64) -> Self {
+        self.runnable_id = Some(hash);
+        self
+    }
     /// A child of a workflow-as-code job (Windmill's push: `parent_job`, `root_job`, no step id).
     pub fn child_of(mut self, parent: JobId) -> Self {
         self.parent = Some((parent.0, None));
@@ -406,10 +419,12 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
     let mut tx = pool.begin().await.unwrap();
     let mut runnable_id = job.runnable_id;
     if job.kind == "script" {
-        let hash: i64 = rand_hash();
+        // The same script deployed once, run many times: a given hash names one `script` row.
+        let hash: i64 = job.runnable_id.unwrap_or_else(rand_hash);
         sqlx::query(
             "INSERT INTO script (workspace_id, hash, path, content, lock, language, created_by, envs)
-             VALUES ($1, $2, $3, $4, $5, $6::script_lang, 'alice', $7)",
+             VALUES ($1, $2, $3, $4, $5, $6::script_lang, 'alice', $7)
+             ON CONFLICT (workspace_id, hash) DO NOTHING",
         )
         .bind(&job.workspace)
         .bind(hash)
@@ -435,9 +450,9 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
         "INSERT INTO v2_job (id, workspace_id, kind, tag, script_lang, raw_code, raw_lock, runnable_id,
                              runnable_path, args, timeout, priority, same_worker, created_by,
                              permissioned_as, permissioned_as_email, parent_job, root_job,
-                             flow_step_id, pre_run_error, trigger, trigger_kind)
+                             flow_step_id, pre_run_error, trigger, trigger_kind, cache_ttl)
          VALUES ($1, $2, $3::job_kind, $4, $5::script_lang, $6, $7, $8, $9, $10, $11, $12, $13, 'alice',
-                 'u/alice', 'alice@example.com', $14, $15, $16, $17, $18, $19::job_trigger_kind)",
+                 'u/alice', 'alice@example.com', $14, $15, $16, $17, $18, $19::job_trigger_kind, $20)",
     )
     .bind(job.id)
     .bind(&job.workspace)
@@ -458,6 +473,7 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
     .bind(&job.pre_run_error)
     .bind(job.trigger.as_ref().map(|t| t.0.as_str()))
     .bind(job.trigger.as_ref().map(|t| t.1.as_str()))
+    .bind(job.cache_ttl)
     .execute(&mut *tx)
     .await
     .unwrap();

@@ -270,6 +270,20 @@ CREATE TABLE concurrency_key (
     job_id    uuid PRIMARY KEY
 );
 
+-- Resources; the result cache keeps its entries here (`resource_type = 'cache'`, path
+-- `g/results/<hash>`, value `{"expire": <unix seconds>, "value": <result>}`).
+CREATE TABLE resource (
+    workspace_id   varchar(50) NOT NULL,
+    path           varchar(255) NOT NULL,
+    value          jsonb,
+    description    text,
+    resource_type  varchar(50) NOT NULL,
+    extra_perms    jsonb NOT NULL DEFAULT '{}'::jsonb,
+    created_by     varchar(50),
+    edited_at      timestamptz,
+    PRIMARY KEY (workspace_id, path)
+);
+
 -- A workspace's custom environment variables, added to every job's environment
 -- (windmill-common `variables.rs`, `get_cached_workspace_envs`).
 CREATE TABLE workspace_env (

@@ -26,6 +26,13 @@ SELECT
     j.created_at,
     coalesce(s.envs, ARRAY[]::varchar[])::text[] AS envs,
     (SELECT l.logs FROM job_logs l WHERE l.job_id = c.id) AS prior_logs,
+    -- The result cache: the ttl, and the args' texts as Postgres prints them (what Windmill's
+    -- worker hashes), in byte order of the names.
+    nullif(j.cache_ttl, 0) AS cache_ttl,
+    CASE WHEN j.cache_ttl > 0 THEN
+        (SELECT coalesce(jsonb_agg(jsonb_build_array(e.key, e.value::text) ORDER BY e.key COLLATE "C"), '[]'::jsonb)
+         FROM jsonb_each(CASE WHEN jsonb_typeof(j.args) = 'object' THEN j.args ELSE '{}'::jsonb END) e)
+    END AS cache_args,
     -- Concurrency limit: the settings behind the queue row's handle, else v2_job's (Windmill's
     -- `maybe_fallback`); the key is the one Windmill's push wrote for this job.
     (SELECT k.key FROM concurrency_key k WHERE k.job_id = c.id) AS concurrency_key,

@@ -161,6 +161,16 @@ pub async fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
         Ok(executor) => println!("# executor: {executor:?}"),
         Err(error) => println!("# executor: {error}"),
     }
+    if config.windmill_url.is_some() && config.windmill_token.is_some() {
+        println!(
+            "# job tokens (WM_TOKEN): impersonation of the job's user through Windmill's API: the user's permissions \
+             now, not the job_perms snapshot a native worker's token carries; jobs run as a group (g/...) get none"
+        );
+    } else {
+        println!(
+            "# job tokens (WM_TOKEN): none; set FLEXT_WINDMILL_URL and FLEXT_WINDMILL_TOKEN for them and for $var:/$res: args"
+        );
+    }
     Ok(())
 }
 

@@ -53,18 +53,33 @@ pub struct JobAccess {
 /// Prepares a job: through `api`, when one is configured and the job has a user to act as, a
 /// token for the job valid for `valid_for` and the args resolved with it; else the args as they
 /// are (a failure saying what to configure when they need the API).
+///
+/// How this token differs from a native worker's: Windmill's pull mints a token that carries the
+/// job's permission snapshot (`job_perms`, taken at push), signed with the instance's secret; no
+/// public API mints one. Impersonating `permissioned_as_email` gives the user's permissions as
+/// they are now. A job permissioned as a group (`g/...`) would get its creator's permissions
+/// instead of the group's, so it gets no token (and `$var:`/`$res:` args fail, saying why).
 pub async fn prepare(
     api: Option<&WindmillApi>,
     job: &Job,
     valid_for: Duration,
 ) -> Result<JobAccess, JobFailure> {
     match api {
-        Some(api) if job.permissioned_as_email.is_some() => api.prepare(job, valid_for).await,
+        Some(api) if job.permissioned_as_email.is_some() && !acts_as_group(job) => {
+            api.prepare(job, valid_for).await
+        }
         _ => Ok(JobAccess {
             args: unresolved_args(job, api.is_some())?,
             token: None,
         }),
     }
+}
+
+/// Whether the job is permissioned as a group, which impersonation cannot act as.
+fn acts_as_group(job: &Job) -> bool {
+    job.permissioned_as
+        .as_deref()
+        .is_some_and(|p| p.starts_with("g/"))
 }
 
 /// Deletes the token [`prepare`] minted, if any.
@@ -80,7 +95,10 @@ pub fn unresolved_args(job: &Job, api_configured: bool) -> Result<Map<String, Va
     let args = job.args_object()?;
     let needs = needs_resolution(&args);
     if !needs.is_empty() {
-        let why = if api_configured {
+        let why = if acts_as_group(job) {
+            "the job runs as a group (permissioned_as g/...), and Windmill's API can only mint tokens for users, \
+             so the worker does not resolve them; run it as a user, or on a stock Windmill worker"
+        } else if api_configured {
             "the job has no user email (v2_job.permissioned_as_email) to read them as"
         } else {
             "set FLEXT_WINDMILL_URL and FLEXT_WINDMILL_TOKEN so the worker can resolve them through Windmill's API"
@@ -304,6 +322,27 @@ mod tests {
     use std::error::Error as _;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_job_run_as_a_group_gets_no_impersonated_token() {
+        // Nothing listens on port 1: asking the API would fail the job.
+        let api = WindmillApi::new("http://127.0.0.1:1", Secret::new("t")).unwrap();
+        let mut job = crate::testing::job();
+        job.permissioned_as = Some("g/data-team".into());
+        let access = prepare(Some(&api), &job, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(access.token.is_none());
+        job.args = json!({"db": "$res:f/data/pg"});
+        let failure = prepare(Some(&api), &job, Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(
+            failure.message.contains("runs as a group"),
+            "{}",
+            failure.message
+        );
+    }
 
     #[tokio::test]
     async fn an_unreachable_api_says_its_cause_once() {

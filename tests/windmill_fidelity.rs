@@ -439,3 +439,60 @@ async fn a_cached_result_completes_the_job_without_running_it_and_a_success_is_s
     stop.cancel();
     stock.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_job_runs_at_its_time_and_keeps_what_windmill_reads_to_push_the_next_tick() {
+    let db = TestDb::new().await;
+    let id = WindmillJob::script("u/alice/nightly", "nightly")
+        .scheduled_by("u/alice/every_night")
+        .scheduled_in(Duration::from_secs(2))
+        .push(&db)
+        .await;
+    let stop = CancellationToken::new();
+    let stock = StockWorker::new(&db.pool).spawn(stop.clone());
+    let handle = start_worker(&db.pool, config(&[]), executor(add, Duration::ZERO));
+    let row = eventually("the scheduled run", LIMIT, || async {
+        completed(&db, id).await
+    })
+    .await;
+    assert_eq!(row.status, "success");
+    let on_time: bool = sqlx::query_scalar(
+        "SELECT c.started_at >= j.created_at + interval '2 seconds'
+         FROM v2_job_completed c JOIN v2_job j ON j.id = c.id WHERE c.id = $1",
+    )
+    .bind(id.0)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(on_time, "claimed before its scheduled_for");
+    // Windmill's `commit_completed_job` → `try_schedule_next_job` reads these to push the next
+    // tick: the hand-back and the fix-up must leave them as Windmill wrote them.
+    let fields: (Option<String>, Option<String>, Option<String>, Option<String>, String) =
+        sqlx::query_as(
+            "SELECT trigger, trigger_kind::text, runnable_path, flow_step_id, kind::text FROM v2_job WHERE id = $1",
+        )
+        .bind(id.0)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let fixed = eventually("the fix-up", LIMIT, || async {
+        let kind: String = sqlx::query_scalar("SELECT kind::text FROM v2_job WHERE id = $1")
+            .bind(id.0)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        (kind == "script").then_some(kind)
+    })
+    .await;
+    assert_eq!(fixed, "script");
+    assert_eq!(fields.0.as_deref(), Some("u/alice/every_night"));
+    assert_eq!(fields.1.as_deref(), Some("schedule"));
+    assert_eq!(fields.2.as_deref(), Some("u/alice/nightly"));
+    assert_eq!(
+        fields.3, None,
+        "not a flow step: Windmill reschedules it at completion"
+    );
+    handle.shutdown().await;
+    stop.cancel();
+    stock.await.unwrap();
+}

@@ -496,3 +496,46 @@ async fn a_scheduled_job_runs_at_its_time_and_keeps_what_windmill_reads_to_push_
     stop.cancel();
     stock.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_perpetual_script_is_pushed_again_after_its_run_as_windmill_restarts_it() {
+    let db = TestDb::new().await;
+    let first = WindmillJob::script("u/alice/forever", "tick")
+        .perpetual()
+        .args(json!({"x": 1}))
+        .push(&db)
+        .await;
+    let stop = CancellationToken::new();
+    let stock = StockWorker::new(&db.pool).spawn(stop.clone());
+    let handle = start_worker(&db.pool, config(&[]), executor(add, Duration::ZERO));
+    let next: (uuid::Uuid, String, String, Option<Value>, bool) =
+        eventually("the next run queued", LIMIT, || async {
+            sqlx::query_as(
+                "SELECT j.id, j.kind::text, q.tag, j.args,
+                        q.scheduled_for >= (SELECT started_at FROM v2_job_completed WHERE id = $1) + interval '9 seconds'
+                 FROM v2_job j JOIN v2_job_queue q ON q.id = j.id
+                 WHERE j.runnable_path = 'u/alice/forever' AND j.id <> $1",
+            )
+            .bind(first.0)
+            .fetch_optional(&db.pool)
+            .await
+            .unwrap()
+        })
+        .await;
+    handle.shutdown().await;
+    assert_eq!(
+        next.1, "script",
+        "pushed as a script, not our identity hand-back"
+    );
+    assert_eq!(next.2, "k8s", "on the script's own tag");
+    assert_eq!(next.3, Some(json!({"x": 1})), "with the run's args");
+    assert!(next.4, "due 10 s after a run that took under 10 s");
+    let pushed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM v2_job WHERE runnable_path = 'u/alice/forever'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(pushed, 2, "restarted exactly once");
+    stop.cancel();
+    stock.await.unwrap();
+}

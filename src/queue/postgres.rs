@@ -13,7 +13,7 @@ use super::sql::{
     ADMIT, ADOPT, APPEND_LOGS, CACHE_LOOKUP, CACHE_SAVE, CLAIM, FIX_UP, HAND_BACK_FAILURE,
     HAND_BACK_SUCCESS, HEARTBEAT, IN_QUEUE, LOAD_JOB, LOCK_FOR_HAND_BACK, OWNED_JOBS,
     PENDING_FIX_UPS, QUEUED_COUNT, REGISTER, REQUEUE_FOR_FINALIZE, RESCHEDULE_FOR_CONCURRENCY,
-    ROUTE_ELSEWHERE, TIMEOUT,
+    RESTART_PERPETUAL, ROUTE_ELSEWHERE, TIMEOUT,
 };
 use super::{
     Beat, Error, FixUp, HandBack, HandBackResult, JobState, LogChunk, OwnedJob, Result, Routed,
@@ -395,13 +395,34 @@ impl PgQueue {
         }
         let ids: Vec<Uuid> = pending.iter().map(|p| p.id.0).collect();
         let records: Vec<&Value> = pending.iter().map(|p| &p.record).collect();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(Error::db("starting the fix-up"))?;
         let rows = sqlx::query(FIX_UP)
             .bind(&ids)
             .bind(&records)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await
             .map_err(Error::db("fixing up completed jobs"))?;
-        rows.iter().map(|row| Ok(JobId(get(row, "id")?))).collect()
+        let done: Vec<Uuid> = rows
+            .iter()
+            .map(|row| get(row, "id"))
+            .collect::<Result<_>>()?;
+        let restarted = sqlx::query(RESTART_PERPETUAL)
+            .bind(&done)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(Error::db("restarting perpetual scripts"))?;
+        tx.commit()
+            .await
+            .map_err(Error::db("committing the fix-up"))?;
+        for row in &restarted {
+            let (last, next): (Uuid, Uuid) = (get(row, "restarted")?, get(row, "next_id")?);
+            tracing::info!(job.id = %last, next = %next, "perpetual script restarted");
+        }
+        Ok(done.into_iter().map(JobId).collect())
     }
 
     pub(super) async fn stale_fix_ups(&self, window: Duration) -> Result<Vec<JobId>> {

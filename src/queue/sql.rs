@@ -26,6 +26,7 @@ pub(super) const OWNED_JOBS: &str = include_str!("sql/owned_jobs.sql");
 pub(super) const ADMIT: &str = include_str!("sql/admit.sql");
 pub(super) const CACHE_LOOKUP: &str = include_str!("sql/cache_lookup.sql");
 pub(super) const CACHE_SAVE: &str = include_str!("sql/cache_save.sql");
+pub(super) const RESTART_PERPETUAL: &str = include_str!("sql/restart_perpetual.sql");
 pub(super) const RESCHEDULE_FOR_CONCURRENCY: &str =
     include_str!("sql/reschedule_for_concurrency.sql");
 pub(super) const LOCK_FOR_HAND_BACK: &str = include_str!("sql/lock_for_hand_back.sql");

@@ -289,6 +289,8 @@ pub struct WindmillJob {
     pub concurrency: Option<(i32, i32)>,
     /// `v2_job.cache_ttl`, in seconds.
     pub cache_ttl: Option<i32>,
+    /// The script's `restart_unless_cancelled` (a perpetual script).
+    pub perpetual: bool,
 }
 
 impl WindmillJob {
@@ -315,6 +317,7 @@ impl WindmillJob {
             trigger: None,
             concurrency: None,
             cache_ttl: None,
+            perpetual: false,
         }
     }
 
@@ -389,6 +392,11 @@ impl WindmillJob {
         self.concurrency = Some((limit, window_s));
         self
     }
+    /// A perpetual script: Windmill restarts it after each run until it is canceled.
+    pub fn perpetual(mut self) -> Self {
+        self.perpetual = true;
+        self
+    }
     /// Results kept in Windmill's cache for `seconds` (the script's `cache_ttl`).
     pub fn cache_ttl(mut self, seconds: i32) -> Self {
         self.cache_ttl = Some(seconds);
@@ -422,8 +430,9 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
         // The same script deployed once, run many times: a given hash names one `script` row.
         let hash: i64 = job.runnable_id.unwrap_or_else(rand_hash);
         sqlx::query(
-            "INSERT INTO script (workspace_id, hash, path, content, lock, language, created_by, envs)
-             VALUES ($1, $2, $3, $4, $5, $6::script_lang, 'alice', $7)
+            "INSERT INTO script (workspace_id, hash, path, content, lock, language, created_by, envs,
+                                 restart_unless_cancelled)
+             VALUES ($1, $2, $3, $4, $5, $6::script_lang, 'alice', $7, $8)
              ON CONFLICT (workspace_id, hash) DO NOTHING",
         )
         .bind(&job.workspace)
@@ -433,6 +442,7 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
         .bind(&job.lock)
         .bind(job.language.as_deref().unwrap_or("python3"))
         .bind(&job.envs)
+        .bind(job.perpetual)
         .execute(&mut *tx)
         .await
         .unwrap();

@@ -8,6 +8,7 @@
 pub mod cache;
 mod memory;
 mod postgres;
+mod rows;
 pub mod schema;
 mod sql;
 

@@ -3,6 +3,7 @@
 //! the same job, attempt and nonce give byte-identical objects (maps are ordered, nothing reads
 //! the clock). The pod inside the Job is rendered by `pod`.
 
+mod env;
 mod pod;
 
 use std::collections::BTreeMap;

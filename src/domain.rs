@@ -122,6 +122,9 @@ pub struct Job {
     pub prior_output_lines: usize,
     /// What Windmill's `get_reserved_variables` needs beyond the fields above.
     pub context: JobContext,
+    /// Run the script's `preprocessor` before its entrypoint: Windmill pushed the job with
+    /// `preprocessed = false` (and it is not a flow's preprocessor step).
+    pub preprocess: bool,
 }
 
 /// The facts behind a job's reserved `WM_*` variables that only Windmill's database knows
@@ -184,6 +187,7 @@ impl Job {
             started_at: now,
             prior_output_lines: 0,
             context: JobContext::default(),
+            preprocess: false,
         }
     }
 
@@ -386,6 +390,9 @@ pub struct Completion {
     pub duration: Duration,
     /// Peak memory of the job in KiB, when measured.
     pub memory_peak_kib: Option<i32>,
+    /// The args `main` ran with when the script's `preprocessor` made them (a success only):
+    /// Windmill records them as the job's args, with `preprocessed = true`.
+    pub preprocessed_args: Option<Value>,
 }
 
 impl Completion {
@@ -396,6 +403,7 @@ impl Completion {
             outcome: Outcome::Failure(failure),
             duration,
             memory_peak_kib: None,
+            preprocessed_args: None,
         }
     }
 
@@ -406,6 +414,7 @@ impl Completion {
             outcome: Outcome::Canceled,
             duration,
             memory_peak_kib: None,
+            preprocessed_args: None,
         }
     }
 }

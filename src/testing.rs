@@ -28,6 +28,7 @@ pub fn job() -> Job {
         started_at: Utc::now(),
         prior_output_lines: 0,
         context: crate::domain::JobContext::default(),
+        preprocess: false,
     }
 }
 

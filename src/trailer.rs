@@ -3,13 +3,16 @@
 //!
 //! After the user's program exits, the runner prints:
 //! ```text
-//! --flext-result <nonce> begin status=ok bytes=<n> memory_peak_kib=<k> duration_ms=<d>
+//! --flext-result <nonce> begin status=ok bytes=<n> memory_peak_kib=<k> duration_ms=<d> [preprocessed=1]
 //! --flext-result <nonce> data <base64 chunk>        (as many lines as needed)
 //! --flext-result <nonce> end
 //! ```
 //! While the program runs, the runner also prints, at most once a second and only when the figure
 //! grew, `--flext-result <nonce> progress memory_peak_kib=<k>`: the live peak memory the worker's
 //! heartbeat reports. Progress lines are never user output and never part of the result.
+//!
+//! With `preprocessed=1` (the script's `preprocessor` ran first), the payload is
+//! `{"result": <result>, "args": <the preprocessor's result, main's args>}`.
 //!
 //! The nonce is per job and known only to the worker and the runner (it is not in the user's
 //! environment), so output of the user's program cannot forge a result. Base64 chunks keep every
@@ -44,6 +47,8 @@ pub struct Trailer {
     pub memory_peak_kib: Option<i64>,
     /// Run time of the user's program.
     pub duration_ms: Option<u64>,
+    /// The args `main` ran with when the script's `preprocessor` made them.
+    pub preprocessed_args: Option<Value>,
 }
 
 /// Why no result could be read.
@@ -80,10 +85,14 @@ pub fn encode(
     nonce: &str,
     status: Status,
     payload: &Value,
+    preprocessed_args: Option<&Value>,
     memory_peak_kib: Option<i64>,
     duration_ms: u64,
 ) -> String {
-    let json = payload.to_string();
+    let json = match preprocessed_args {
+        Some(args) => serde_json::json!({"result": payload, "args": args}).to_string(),
+        None => payload.to_string(),
+    };
     let encoded = STANDARD.encode(json.as_bytes());
     let p = prefix(nonce);
     let mut out =
@@ -99,6 +108,9 @@ pub fn encode(
     );
     if let Some(peak) = memory_peak_kib {
         let _ = write!(out, " memory_peak_kib={peak}");
+    }
+    if preprocessed_args.is_some() {
+        out.push_str(" preprocessed=1");
     }
     out.push('\n');
     for chunk in encoded.as_bytes().chunks(CHUNK) {
@@ -135,12 +147,22 @@ pub enum Line {
     },
 }
 
+/// What a `begin` line announced.
+#[derive(Debug, Clone, Copy)]
+struct Begin {
+    status: Status,
+    bytes: u64,
+    peak: Option<i64>,
+    duration: Option<u64>,
+    preprocessed: bool,
+}
+
 /// Incrementally finds the trailer in log lines (timestamps already stripped).
 #[derive(Debug)]
 pub struct Decoder {
     prefix: String,
     limit: u64,
-    begin: Option<(Status, u64, Option<i64>, Option<u64>)>,
+    begin: Option<Begin>,
     data: String,
     done: bool,
 }
@@ -176,6 +198,7 @@ impl Decoder {
         if let Some(fields) = rest.strip_prefix("begin ") {
             let mut status = None;
             let (mut bytes, mut peak, mut duration) = (None, None, None);
+            let mut preprocessed = false;
             for field in fields.split_whitespace() {
                 match field.split_once('=') {
                     Some(("status", "ok")) => status = Some(Status::Ok),
@@ -183,6 +206,7 @@ impl Decoder {
                     Some(("bytes", v)) => bytes = v.parse().ok(),
                     Some(("memory_peak_kib", v)) => peak = v.parse().ok(),
                     Some(("duration_ms", v)) => duration = v.parse().ok(),
+                    Some(("preprocessed", "1")) => preprocessed = true,
                     _ => {}
                 }
             }
@@ -196,11 +220,17 @@ impl Decoder {
                 });
             }
             // A second begin (a restarted runner) replaces the first.
-            self.begin = Some((status, bytes, peak, duration));
+            self.begin = Some(Begin {
+                status,
+                bytes,
+                peak,
+                duration,
+                preprocessed,
+            });
             self.data.clear();
             self.done = false;
         } else if let Some(chunk) = rest.strip_prefix("data ") {
-            if let Some((_, bytes, ..)) = self.begin {
+            if let Some(Begin { bytes, .. }) = self.begin {
                 if (self.data.len() as u64) > bytes.saturating_mul(4) / 3 + 8 {
                     return Err(Error::Malformed("more data than announced".into()));
                 }
@@ -220,7 +250,14 @@ impl Decoder {
 
     /// The trailer, once complete.
     pub fn finish(&self) -> Result<Trailer, Error> {
-        let Some((status, bytes, memory_peak_kib, duration_ms)) = self.begin else {
+        let Some(Begin {
+            status,
+            bytes,
+            peak: memory_peak_kib,
+            duration: duration_ms,
+            preprocessed,
+        }) = self.begin
+        else {
             return Err(Error::Missing);
         };
         if !self.done {
@@ -236,13 +273,21 @@ impl Decoder {
                 raw.len()
             )));
         }
-        let payload =
+        let mut payload: Value =
             serde_json::from_slice(&raw).map_err(|e| Error::Malformed(format!("not JSON: {e}")))?;
+        let preprocessed_args = if preprocessed {
+            let args = payload.get_mut("args").map(Value::take);
+            payload = payload.get_mut("result").map_or(Value::Null, Value::take);
+            args
+        } else {
+            None
+        };
         Ok(Trailer {
             status,
             payload,
             memory_peak_kib,
             duration_ms,
+            preprocessed_args,
         })
     }
 }
@@ -267,7 +312,7 @@ mod tests {
         let payload = json!({"rows": [1, 2, 3], "text": "multi\nline ünïcode"});
         let text = format!(
             "hello\n{}bye\n",
-            encode("n0nce", Status::Ok, &payload, Some(2048), 1500)
+            encode("n0nce", Status::Ok, &payload, None, Some(2048), 1500)
         );
         let trailer = decode(&text, "n0nce", 1 << 20).unwrap();
         assert_eq!(
@@ -276,18 +321,45 @@ mod tests {
                 status: Status::Ok,
                 payload,
                 memory_peak_kib: Some(2048),
-                duration_ms: Some(1500)
+                duration_ms: Some(1500),
+                preprocessed_args: None
             }
         );
     }
 
     #[test]
+    fn a_preprocessors_args_travel_beside_the_result() {
+        let text = encode(
+            "n",
+            Status::Ok,
+            &json!(41),
+            Some(&json!({"x": 40})),
+            None,
+            1,
+        );
+        assert!(
+            text.lines().next().unwrap().ends_with(" preprocessed=1"),
+            "{text}"
+        );
+        let trailer = decode(&text, "n", 1 << 20).unwrap();
+        assert_eq!(trailer.payload, json!(41));
+        assert_eq!(trailer.preprocessed_args, Some(json!({"x": 40})));
+        let plain = decode(
+            &encode("n", Status::Ok, &json!(41), None, None, 1),
+            "n",
+            1 << 20,
+        );
+        assert_eq!(plain.unwrap().preprocessed_args, None);
+    }
+
+    #[test]
     fn a_forged_trailer_with_another_nonce_is_ignored() {
-        let forged = encode("guess", Status::Ok, &json!("pwned"), None, 1);
+        let forged = encode("guess", Status::Ok, &json!("pwned"), None, None, 1);
         let real = encode(
             "secret",
             Status::Error,
             &json!({"name": "E", "message": "m"}),
+            None,
             None,
             1,
         );
@@ -299,7 +371,7 @@ mod tests {
     #[test]
     fn large_results_span_many_lines_and_the_limit_is_named() {
         let payload = json!("x".repeat(100_000));
-        let text = encode("n", Status::Ok, &payload, None, 1);
+        let text = encode("n", Status::Ok, &payload, None, None, 1);
         assert!(text.lines().count() > 10);
         assert!(text.lines().all(|l| l.len() < CHUNK + 64));
         assert_eq!(decode(&text, "n", 1 << 20).unwrap().payload, payload);
@@ -320,7 +392,7 @@ mod tests {
             decoder.push(encode_progress("other", 1).trim_end()),
             Ok(Line::Output)
         );
-        for line in encode("n", Status::Ok, &json!([1]), None, 1).lines() {
+        for line in encode("n", Status::Ok, &json!([1]), None, None, 1).lines() {
             assert_eq!(decoder.push(line), Ok(Line::Trailer));
         }
         assert_eq!(decoder.finish().unwrap().payload, json!([1]));
@@ -328,7 +400,7 @@ mod tests {
 
     #[test]
     fn a_cut_trailer_is_reported_as_truncated() {
-        let text = encode("n", Status::Ok, &json!([1]), None, 1);
+        let text = encode("n", Status::Ok, &json!([1]), None, None, 1);
         let cut = text.lines().take(2).collect::<Vec<_>>().join("\n");
         assert_eq!(decode(&cut, "n", 1 << 20), Err(Error::Truncated));
     }
@@ -346,7 +418,7 @@ mod tests {
         #[test]
         fn any_json_string_round_trips(s in ".*") {
             let payload = json!(s);
-            let text = encode("n", Status::Ok, &payload, None, 0);
+            let text = encode("n", Status::Ok, &payload, None, None, 0);
             prop_assert_eq!(decode(&text, "n", 1 << 30).unwrap().payload, payload);
         }
     }

@@ -955,3 +955,42 @@ async fn a_job_claimed_by_a_worker_killed_before_its_kubernetes_job_existed_runs
     assert_eq!(logs(&bed.db, id).await.matches("ran\n").count(), 1);
     bed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preprocessor_runs_first_in_the_same_pod_and_windmill_records_its_args() {
+    let bed = Bed::new(&[]).await;
+    let python = "def preprocessor(event):\n    print('preprocessing', event['kind'])\n    return {'x': event['body'] * 2}\n\ndef main(x):\n    return x + 1\n";
+    let id = WindmillJob::script("u/alice/webhook", python)
+        .through_preprocessor()
+        .args(json!({"event": {"kind": "webhook", "body": 20}}))
+        .push(&bed.db)
+        .await;
+    let typescript = "export async function preprocessor(event: any) {\n  return { name: event.who, n: 2 };\n}\nexport async function main(n: number, name: string) {\n  return `${name} x${n}`;\n}\n";
+    let ts = WindmillJob::script("u/alice/route", typescript)
+        .lang("bun")
+        .through_preprocessor()
+        .args(json!({"event": {"who": "ada"}}))
+        .push(&bed.db)
+        .await;
+    let done = bed.outcome(id).await;
+    assert_eq!(done.status, "success", "{done:?}");
+    assert_eq!(done.result, Some(json!(41)));
+    assert!(logs(&bed.db, id).await.contains("preprocessing webhook"));
+    let done_ts = bed.outcome(ts).await;
+    assert_eq!(done_ts.result, Some(json!("ada x2")), "{done_ts:?}");
+    // As Windmill's worker records it: the args main ran with, and preprocessed = true.
+    for (job, args) in [(id, json!({"x": 40})), (ts, json!({"name": "ada", "n": 2}))] {
+        let row = eventually("the fix-up", LIMIT, || async {
+            let (kind, args, preprocessed): (String, Option<serde_json::Value>, Option<bool>) =
+                sqlx::query_as("SELECT kind::text, args, preprocessed FROM v2_job WHERE id = $1")
+                    .bind(job.0)
+                    .fetch_one(&bed.db.pool)
+                    .await
+                    .unwrap();
+            (kind == "script").then_some((args, preprocessed))
+        })
+        .await;
+        assert_eq!(row, (Some(args), Some(true)));
+    }
+    bed.stop().await;
+}

@@ -150,6 +150,7 @@ async fn a_flow_step_is_marked_in_progress_where_the_parents_flow_status_points(
             outcome: Outcome::Success(json!(1)),
             duration: Duration::from_millis(5),
             memory_peak_kib: None,
+            preprocessed_args: None,
         },
     );
     queue.hand_back("wk-a", "flow", &done).await.unwrap();

@@ -234,6 +234,7 @@ fn hand_back(job: &flext_kubernetes::domain::Job, outcome: Outcome) -> HandBack 
             outcome,
             duration: Duration::from_millis(1234),
             memory_peak_kib: Some(2048),
+            preprocessed_args: None,
         },
     )
 }

@@ -82,6 +82,7 @@ impl InProcessExecutor {
             outcome,
             duration: started.elapsed(),
             memory_peak_kib: None,
+            preprocessed_args: None,
         }
     }
 }

@@ -171,6 +171,10 @@ impl HandBack {
             if let Outcome::Failure(failure) = &self.completion.outcome {
                 map.insert("error".into(), failure.to_error_object());
             }
+            if let Some(args) = &self.completion.preprocessed_args {
+                // Windmill records a preprocessed job's args as the preprocessor made them.
+                map.insert("new_args".into(), args.clone());
+            }
         }
         record
     }

@@ -64,6 +64,7 @@ pub(super) fn job_from_row(row: &PgRow) -> Result<Job> {
             None => get(row, "created_at")?,
         },
         prior_output_lines: prior_logs.as_deref().map_or(0, super::output_lines),
+        preprocess: get(row, "preprocess")?,
         context: JobContext {
             schedule_path: get(row, "schedule_path")?,
             flow_path: get(row, "flow_path")?,

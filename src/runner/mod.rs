@@ -49,7 +49,14 @@ pub struct JobSpec {
     pub main_file: String,
     /// Largest result accepted, bytes.
     pub max_result_bytes: u64,
+    /// Run the script's `preprocessor` first and call the entrypoint with what it returns
+    /// (Windmill pushed the job with `preprocessed = false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preprocess: bool,
 }
+
+/// Where a wrapper writes what the script's `preprocessor` returned (the entrypoint's args).
+const PREPROCESSED_ARGS: &str = "preprocessed_args.json";
 
 /// The file name of a language's code in the pod, when the runner runs the language.
 #[must_use]
@@ -130,7 +137,21 @@ pub async fn run(paths: &Paths) -> i32 {
             }),
         };
     }
-    let text = trailer::encode(&nonce, ended.status, &ended.payload, peak, duration_ms);
+    // Only a success records the preprocessor's args (Windmill keeps a failed job's args).
+    let preprocessed_args = match ended.status {
+        Status::Ok => std::fs::read_to_string(paths.work.join(PREPROCESSED_ARGS))
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok()),
+        Status::Error => None,
+    };
+    let text = trailer::encode(
+        &nonce,
+        ended.status,
+        &ended.payload,
+        preprocessed_args.as_ref(),
+        peak,
+        duration_ms,
+    );
     // The program's output always ends in a newline (the pump completes partial lines), so the
     // trailer starts on a line of its own.
     stdout.write(text.as_bytes()).await;
@@ -257,6 +278,11 @@ async fn language_command(paths: &Paths, job: &Prepared) -> Result<Command, Ende
                 "FLEXT_ARG_NAMES",
                 serde_json::to_string(&names).unwrap_or_else(|_| "[]".into()),
             );
+            let pre_names = signature::ts_param_names(code, "preprocessor");
+            c.env(
+                "FLEXT_PREPROCESSOR_ARG_NAMES",
+                serde_json::to_string(&pre_names).unwrap_or_else(|_| "[]".into()),
+            );
             c
         }
         _ => {
@@ -293,6 +319,11 @@ async fn prepare_and_run(
         .env("FLEXT_ARGS", args_path)
         .env("FLEXT_RESULT", result_path)
         .env("FLEXT_ENTRYPOINT", &spec.entrypoint)
+        .env("FLEXT_PREPROCESS", if spec.preprocess { "1" } else { "" })
+        .env(
+            "FLEXT_PREPROCESSED_ARGS",
+            paths.work.join(PREPROCESSED_ARGS),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -381,6 +412,7 @@ mod tests {
                 entrypoint: "main".into(),
                 main_file: file.into(),
                 max_result_bytes: 1 << 20,
+                preprocess: false,
             };
             std::fs::write(
                 paths.job.join("job.json"),
@@ -391,6 +423,16 @@ mod tests {
             std::fs::write(paths.secret.join("args.json"), args.to_string()).unwrap();
             std::fs::write(paths.secret.join("nonce"), "testnonce\n").unwrap();
             Self { root, paths }
+        }
+
+        /// The job as Windmill pushes it with `preprocessed = false`.
+        fn preprocessed(self) -> Self {
+            let path = self.paths.job.join("job.json");
+            let mut spec: JobSpec =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            spec.preprocess = true;
+            std::fs::write(&path, serde_json::to_string(&spec).unwrap()).unwrap();
+            self
         }
 
         async fn ended(&self) -> Ended {
@@ -458,6 +500,28 @@ mod tests {
                 payload: json!({"sum": 5})
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_python_preprocessor_runs_first_and_its_result_is_mains_args() {
+        let code = "def preprocessor(event):\n    return {'x': event['body'] * 2}\n\ndef main(x):\n    return x + 1\n";
+        let pod = Pod::new("python3", code, &json!({"event": {"body": 20}})).preprocessed();
+        assert_eq!(
+            pod.ended().await,
+            Ended {
+                status: Status::Ok,
+                payload: json!(41)
+            }
+        );
+        let args = std::fs::read_to_string(pod.paths.work.join(PREPROCESSED_ARGS)).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&args).unwrap(),
+            json!({"x": 40})
+        );
+        // Without `preprocessed = false`, main gets the args as pushed.
+        let plain = Pod::new("python3", code, &json!({"x": 1}));
+        assert_eq!(plain.ended().await.payload, json!(2));
+        assert!(!plain.paths.work.join(PREPROCESSED_ARGS).exists());
     }
 
     #[tokio::test]

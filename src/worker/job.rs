@@ -109,6 +109,7 @@ impl Jobs {
                     outcome: Outcome::Success(result),
                     duration: Duration::ZERO,
                     memory_peak_kib: None,
+                    preprocessed_args: None,
                 })
             }
             Ok(None) => None,

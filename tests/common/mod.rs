@@ -291,6 +291,8 @@ pub struct WindmillJob {
     pub cache_ttl: Option<i32>,
     /// The script's `restart_unless_cancelled` (a perpetual script).
     pub perpetual: bool,
+    /// `v2_job.preprocessed`.
+    pub preprocessed: Option<bool>,
 }
 
 impl WindmillJob {
@@ -318,6 +320,7 @@ impl WindmillJob {
             concurrency: None,
             cache_ttl: None,
             perpetual: false,
+            preprocessed: None,
         }
     }
 
@@ -392,6 +395,12 @@ impl WindmillJob {
         self.concurrency = Some((limit, window_s));
         self
     }
+    /// Pushed to run its `preprocessor` first, as Windmill's push does for a webhook, route or
+    /// Kafka trigger (`apply_preprocessor`: `v2_job.preprocessed = false`).
+    pub fn through_preprocessor(mut self) -> Self {
+        self.preprocessed = Some(false);
+        self
+    }
     /// A perpetual script: Windmill restarts it after each run until it is canceled.
     pub fn perpetual(mut self) -> Self {
         self.perpetual = true;
@@ -460,9 +469,9 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
         "INSERT INTO v2_job (id, workspace_id, kind, tag, script_lang, raw_code, raw_lock, runnable_id,
                              runnable_path, args, timeout, priority, same_worker, created_by,
                              permissioned_as, permissioned_as_email, parent_job, root_job,
-                             flow_step_id, pre_run_error, trigger, trigger_kind, cache_ttl)
+                             flow_step_id, pre_run_error, trigger, trigger_kind, cache_ttl, preprocessed)
          VALUES ($1, $2, $3::job_kind, $4, $5::script_lang, $6, $7, $8, $9, $10, $11, $12, $13, 'alice',
-                 'u/alice', 'alice@example.com', $14, $15, $16, $17, $18, $19::job_trigger_kind, $20)",
+                 'u/alice', 'alice@example.com', $14, $15, $16, $17, $18, $19::job_trigger_kind, $20, $21)",
     )
     .bind(job.id)
     .bind(&job.workspace)
@@ -484,6 +493,7 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
     .bind(job.trigger.as_ref().map(|t| t.0.as_str()))
     .bind(job.trigger.as_ref().map(|t| t.1.as_str()))
     .bind(job.cache_ttl)
+    .bind(job.preprocessed)
     .execute(&mut *tx)
     .await
     .unwrap();

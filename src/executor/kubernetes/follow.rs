@@ -282,8 +282,15 @@ mod tests {
             follower.accept(&line);
         }
         // The trailer is not user output.
-        for line in
-            trailer::encode("n", trailer::Status::Ok, &serde_json::json!(7), None, 1).lines()
+        for line in trailer::encode(
+            "n",
+            trailer::Status::Ok,
+            &serde_json::json!(7),
+            None,
+            None,
+            1,
+        )
+        .lines()
         {
             follower.accept(&at("02.5", line));
         }

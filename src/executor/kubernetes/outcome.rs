@@ -57,6 +57,10 @@ pub fn terminated(
         .ok()
         .and_then(|t| t.memory_peak_kib)
         .and_then(|k| i32::try_from(k).ok());
+    let preprocessed_args = trailer
+        .as_ref()
+        .ok()
+        .and_then(|t| t.preprocessed_args.clone());
     let outcome = if ended.oom_killed() {
         Outcome::Failure(JobFailure::new(
             FailureCategory::OomKilled,
@@ -72,10 +76,12 @@ pub fn terminated(
             Err(error) => Outcome::Failure(without_result(ended, &error)),
         }
     };
+    let preprocessed_args = preprocessed_args.filter(|_| matches!(outcome, Outcome::Success(_)));
     Completion {
         outcome,
         duration,
         memory_peak_kib,
+        preprocessed_args,
     }
 }
 
@@ -229,6 +235,7 @@ mod tests {
             payload,
             memory_peak_kib: Some(2048),
             duration_ms: Some(1500),
+            preprocessed_args: None,
         }
     }
 
@@ -255,6 +262,7 @@ mod tests {
                 outcome: Outcome::Success(json!(42)),
                 duration: Duration::from_millis(1500),
                 memory_peak_kib: Some(2048),
+                preprocessed_args: None,
             }
         );
         assert_eq!(ended(0, "Completed").patience(), Duration::from_secs(30));

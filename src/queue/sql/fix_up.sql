@@ -35,6 +35,7 @@ restored AS (
     SET kind = coalesce((t.f ->> 'kind')::job_kind, j.kind),
         args = CASE
             WHEN NOT t.in_args THEN j.args
+            WHEN t.f ? 'new_args' THEN t.f -> 'new_args'
             WHEN t.f ? 'orig_args' THEN nullif(t.f -> 'orig_args', 'null'::jsonb)
             WHEN t.f ? 'previous_result_arg' THEN
                 (j.args - '_flext_fixup') || jsonb_build_object('previous_result', t.f -> 'previous_result_arg')

@@ -4,6 +4,8 @@
 UPDATE v2_job
 SET kind = 'identity',
     cache_ttl = NULL,
+    -- The preprocessor ran (the record carries its args): as Windmill's worker does on success.
+    preprocessed = CASE WHEN $3::jsonb ? 'new_args' THEN true ELSE preprocessed END,
     args = CASE
         WHEN jsonb_typeof(args) = 'object' THEN
             args || jsonb_build_object('previous_result', $2::jsonb, '_flext_fixup',

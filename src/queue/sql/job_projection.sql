@@ -29,6 +29,9 @@ SELECT
     -- The result cache: the ttl, and the args' texts as Postgres prints them (what Windmill's
     -- worker hashes), in byte order of the names.
     nullif(j.cache_ttl, 0) AS cache_ttl,
+    -- A preprocessor runs first when push asked for it (Windmill's executors: `preprocessed` is
+    -- false and the job is not itself a flow's preprocessor step).
+    coalesce(j.preprocessed = false AND j.flow_step_id IS DISTINCT FROM 'preprocessor', false) AS preprocess,
     CASE WHEN j.cache_ttl > 0 THEN
         (SELECT coalesce(jsonb_agg(jsonb_build_array(e.key, e.value::text) ORDER BY e.key COLLATE "C"), '[]'::jsonb)
          FROM jsonb_each(CASE WHEN jsonb_typeof(j.args) = 'object' THEN j.args ELSE '{}'::jsonb END) e)

@@ -1,6 +1,8 @@
 # flext-kubernetes Python wrapper: Windmill's contract. Reads the args, calls the entrypoint with
 # them as keyword arguments, writes the JSON result; on an exception writes {name, message, stack}
-# and exits 1. Paths come from the runner through the environment.
+# and exits 1. With FLEXT_PREPROCESS set, the script's `preprocessor` is called first with the
+# args, and what it returns (an object) becomes the entrypoint's args, written to
+# FLEXT_PREPROCESSED_ARGS for Windmill. Paths come from the runner through the environment.
 import importlib.util
 import json
 import os
@@ -28,6 +30,12 @@ def _run():
         function = getattr(module, entrypoint, None)
         if function is None:
             raise AttributeError(f"the script has no function `{entrypoint}`; define `def {entrypoint}(...)`")
+        preprocessor = getattr(module, "preprocessor", None)
+        if os.environ.get("FLEXT_PREPROCESS") and callable(preprocessor):
+            args = preprocessor(**args)
+            if not isinstance(args, dict):
+                raise TypeError(f"the preprocessor must return a dict of the entrypoint's arguments, not {type(args).__name__}")
+            _write(os.environ["FLEXT_PREPROCESSED_ARGS"], args)
         result = function(**args)
         _write(result_path, result)
     except BaseException as e:  # noqa: BLE001 - every failure must reach Windmill

@@ -156,6 +156,7 @@ fn config_map(job: &Job, settings: &Settings, metadata: ObjectMeta) -> ConfigMap
         entrypoint: job.entrypoint.clone().unwrap_or_else(|| "main".to_owned()),
         main_file: main_file.to_owned(),
         max_result_bytes: settings.executor.max_result_bytes.0,
+        preprocess: job.preprocess,
     };
     let mut data = BTreeMap::from([
         (

@@ -99,7 +99,8 @@ impl PgQueue {
     /// Whether the claimed job is within its concurrency limit; if not, it is back in the queue.
     async fn admit(&self, job: &Job, row: &PgRow) -> Result<bool> {
         let limit: Option<i32> = get(row, "concurrent_limit")?;
-        let Some(limit) = limit.filter(|l| *l > 0) else {
+        // As Windmill's pull: no limit for a job without a path (a preview run from the editor).
+        let Some(limit) = limit.filter(|l| *l > 0 && job.path.is_some()) else {
             return Ok(true);
         };
         let window: i32 = get(row, "concurrency_time_window_s")?;

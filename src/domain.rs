@@ -125,6 +125,9 @@ pub struct Job {
     /// Run the script's `preprocessor` before its entrypoint: Windmill pushed the job with
     /// `preprocessed = false` (and it is not a flow's preprocessor step).
     pub preprocess: bool,
+    /// Why the job fails before it runs, found at claim (Windmill's "Pulled job preprocessing
+    /// error": a debounced argument that is not a list).
+    pub failed_at_claim: Option<JobFailure>,
 }
 
 /// The facts behind a job's reserved `WM_*` variables that only Windmill's database knows
@@ -188,6 +191,7 @@ impl Job {
             prior_output_lines: 0,
             context: JobContext::default(),
             preprocess: false,
+            failed_at_claim: None,
         }
     }
 

@@ -29,6 +29,7 @@ pub fn job() -> Job {
         prior_output_lines: 0,
         context: crate::domain::JobContext::default(),
         preprocess: false,
+        failed_at_claim: None,
     }
 }
 

@@ -540,3 +540,80 @@ async fn a_perpetual_script_is_pushed_again_after_its_run_as_windmill_restarts_i
     stop.cancel();
     stock.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debounced_job_runs_with_the_arguments_its_batch_accumulated() {
+    let db = TestDb::new().await;
+    // Two earlier pushes were folded into the last one (Windmill's push, EE `maybe_debounce`):
+    // they are completed as skipped and share its debounce batch; only the last is queued.
+    let mut folded = Vec::new();
+    for items in [json!(["a"]), json!(["b", "c"])] {
+        let id = WindmillJob::script("u/alice/batch", "batch")
+            .hash(77)
+            .args(json!({"items": items}))
+            .debounced(5, Some("items"), 9001)
+            .push(&db)
+            .await;
+        db.exec(&format!(
+            "DELETE FROM v2_job_queue WHERE id = '{id}';
+             INSERT INTO v2_job_completed (id, workspace_id, duration_ms, status) VALUES ('{id}', 'demo', 0, 'skipped')"
+        ))
+        .await;
+        folded.push(id);
+    }
+    let last = WindmillJob::script("u/alice/batch", "batch")
+        .hash(77)
+        .args(json!({"items": ["d"]}))
+        .debounced(5, Some("items"), 9001)
+        .push(&db)
+        .await;
+    let claimed = Queue::Postgres(db.queue())
+        .claim("wk-a", &["k8s".to_owned()])
+        .await
+        .unwrap()
+        .expect("the debounced job");
+    assert_eq!(claimed.id, last);
+    assert_eq!(claimed.args, json!({"items": ["a", "b", "c", "d"]}));
+    assert_eq!(
+        logs(&db, last).await,
+        "Substituting `items` with: [\"a\",\"b\",\"c\",\"d\"]\n\n"
+    );
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM debounce_key WHERE job_id = $1")
+        .bind(last.0)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, 0, "its debounce key is removed at claim");
+    let (_, args, _) = job_row(&db, last).await;
+    assert_eq!(
+        args,
+        Some(json!({"items": ["d"]})),
+        "substituted for the run only"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debounced_argument_that_is_not_a_list_fails_the_job_as_windmill_does() {
+    let db = TestDb::new().await;
+    let id = WindmillJob::script("u/alice/batch", "never runs")
+        .args(json!({"items": "not a list"}))
+        .debounced(5, Some("items"), 9002)
+        .push(&db)
+        .await;
+    let stop = CancellationToken::new();
+    let stock = StockWorker::new(&db.pool).spawn(stop.clone());
+    let handle = start_worker(&db.pool, config(&[]), executor(add, Duration::ZERO));
+    let row = eventually("the failure", LIMIT, || async {
+        completed(&db, id).await.filter(|r| {
+            r.result
+                .as_ref()
+                .is_some_and(|r| r["error"]["name"] == "Pulled job preprocessing error")
+        })
+    })
+    .await;
+    assert_eq!(row.status, "failure");
+    assert!(!logs(&db, id).await.contains("never runs"));
+    handle.shutdown().await;
+    stop.cancel();
+    stock.await.unwrap();
+}

@@ -53,6 +53,9 @@ impl Executor {
 
     /// Whether this job can run here; if not, the failure to hand back, naming what is supported.
     pub fn check(&self, job: &Job) -> Result<(), JobFailure> {
+        if let Some(failure) = &job.failed_at_claim {
+            return Err(failure.clone());
+        }
         if let JobKind::Other(kind) = &job.kind {
             return Err(JobFailure::new(
                 FailureCategory::InvalidJob,

@@ -10,17 +10,17 @@ use uuid::Uuid;
 
 use super::rows::{get, job_from_row};
 use super::sql::{
-    ADMIT, ADOPT, APPEND_LOGS, CACHE_LOOKUP, CACHE_SAVE, CLAIM, FIX_UP, HAND_BACK_FAILURE,
-    HAND_BACK_SUCCESS, HEARTBEAT, IN_QUEUE, LOAD_JOB, LOCK_FOR_HAND_BACK, OWNED_JOBS,
-    PENDING_FIX_UPS, QUEUED_COUNT, REGISTER, REQUEUE_FOR_FINALIZE, RESCHEDULE_FOR_CONCURRENCY,
-    RESTART_PERPETUAL, ROUTE_ELSEWHERE, TIMEOUT,
+    ADMIT, ADOPT, APPEND_LOGS, CACHE_LOOKUP, CACHE_SAVE, CLAIM, DEBOUNCE, FIX_UP,
+    HAND_BACK_FAILURE, HAND_BACK_SUCCESS, HEARTBEAT, IN_QUEUE, LOAD_JOB, LOCK_FOR_HAND_BACK,
+    OWNED_JOBS, PENDING_FIX_UPS, QUEUED_COUNT, REGISTER, REQUEUE_FOR_FINALIZE,
+    RESCHEDULE_FOR_CONCURRENCY, RESTART_PERPETUAL, ROUTE_ELSEWHERE, TIMEOUT,
 };
 use super::{
     Beat, Error, FixUp, HandBack, HandBackResult, JobState, LogChunk, OwnedJob, Result, Routed,
     WorkerPing,
 };
 use crate::config::{Secret, redact_url};
-use crate::domain::{Cancellation, Job, JobId, JobKind, Outcome};
+use crate::domain::{Cancellation, FailureCategory, Job, JobFailure, JobId, JobKind, Outcome};
 
 /// How many jobs over their concurrency limit one claim call puts back before it reports an
 /// empty queue (the next poll goes on).
@@ -88,12 +88,54 @@ impl PgQueue {
             let Some(row) = row else {
                 return Ok(None);
             };
-            let job = job_from_row(&row)?;
+            let mut job = job_from_row(&row)?;
             if self.admit(&job, &row).await? {
+                self.debounce(&mut job).await?;
                 return Ok(Some(job));
             }
         }
         Ok(None)
+    }
+
+    /// Debouncing, as Windmill applies it right after its pull (see `sql/debounce.sql`): the
+    /// accumulated argument replaces the job's own for this run, with Windmill's log line; one
+    /// that is not a list fails the job, as Windmill's "Pulled job preprocessing error".
+    async fn debounce(&self, job: &mut Job) -> Result<()> {
+        let Some(row) = sqlx::query(DEBOUNCE)
+            .bind(job.id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::db("debouncing a claimed job"))?
+        else {
+            return Ok(());
+        };
+        let Some(arg) = get::<Option<String>>(&row, "arg")? else {
+            return Ok(());
+        };
+        if get::<i64>(&row, "not_lists")? > 0 {
+            job.failed_at_claim = Some(JobFailure::new(
+                FailureCategory::InvalidJob,
+                "Pulled job preprocessing error",
+                format!(
+                    "cannot consolidate arguments of non-list type. Type provided for argument `{arg}` is not a list; \
+                     pass a list, or stop accumulating it in the script's debouncing settings"
+                ),
+            ));
+            return Ok(());
+        }
+        let accumulated: Value = get(&row, "accumulated")?;
+        self.append_logs(&[LogChunk {
+            id: job.id,
+            workspace: job.workspace.clone(),
+            text: format!("Substituting `{arg}` with: {accumulated}\n\n"),
+        }])
+        .await?;
+        if let Value::Object(args) = &mut job.args {
+            args.insert(arg, accumulated);
+        } else {
+            job.args = serde_json::json!({ arg: accumulated });
+        }
+        Ok(())
     }
 
     /// Whether the claimed job is within its concurrency limit; if not, it is back in the queue.

@@ -64,6 +64,7 @@ pub(super) fn job_from_row(row: &PgRow) -> Result<Job> {
             None => get(row, "created_at")?,
         },
         prior_output_lines: prior_logs.as_deref().map_or(0, super::output_lines),
+        failed_at_claim: None,
         preprocess: get(row, "preprocess")?,
         context: JobContext {
             schedule_path: get(row, "schedule_path")?,

@@ -163,7 +163,21 @@ const EXPECTED: &[(&str, Columns)] = &[
         &[
             ("hash", Some("int8")),
             ("concurrency_settings", Some("int8")),
+            ("debouncing_settings", Some("int8")),
         ],
+    ),
+    (
+        "debouncing_settings",
+        &[
+            ("hash", Some("int8")),
+            ("debounce_delay_s", Some("int4")),
+            ("debounce_args_to_accumulate", Some("_text")),
+        ],
+    ),
+    ("debounce_key", &[("job_id", Some("uuid"))]),
+    (
+        "v2_job_debounce_batch",
+        &[("id", Some("uuid")), ("debounce_batch", Some("int8"))],
     ),
     (
         "concurrency_settings",
@@ -343,6 +357,9 @@ pub async fn check_role(pool: &PgPool) -> Result<()> {
         ("concurrency_settings", "SELECT"),
         ("concurrency_counter", "SELECT, INSERT, UPDATE"),
         ("concurrency_key", "SELECT"),
+        ("debouncing_settings", "SELECT"),
+        ("debounce_key", "SELECT, DELETE"),
+        ("v2_job_debounce_batch", "SELECT"),
     ];
     let mut missing = Vec::new();
     for (table, needed) in privileges {

@@ -24,6 +24,7 @@ pub(super) const APPEND_LOGS: &str = include_str!("sql/append_logs.sql");
 pub(super) const ROUTE_ELSEWHERE: &str = include_str!("sql/route_elsewhere.sql");
 pub(super) const OWNED_JOBS: &str = include_str!("sql/owned_jobs.sql");
 pub(super) const ADMIT: &str = include_str!("sql/admit.sql");
+pub(super) const DEBOUNCE: &str = include_str!("sql/debounce.sql");
 pub(super) const CACHE_LOOKUP: &str = include_str!("sql/cache_lookup.sql");
 pub(super) const CACHE_SAVE: &str = include_str!("sql/cache_save.sql");
 pub(super) const RESTART_PERPETUAL: &str = include_str!("sql/restart_perpetual.sql");

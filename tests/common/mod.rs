@@ -293,6 +293,8 @@ pub struct WindmillJob {
     pub perpetual: bool,
     /// `v2_job.preprocessed`.
     pub preprocessed: Option<bool>,
+    /// Debouncing: the delay in seconds, the argument to accumulate, the debounce batch.
+    pub debounce: Option<(i32, Option<String>, i64)>,
 }
 
 impl WindmillJob {
@@ -321,6 +323,7 @@ impl WindmillJob {
             cache_ttl: None,
             perpetual: false,
             preprocessed: None,
+            debounce: None,
         }
     }
 
@@ -393,6 +396,11 @@ impl WindmillJob {
     /// as a script's concurrency settings ask.
     pub fn concurrency_limit(mut self, limit: i32, window_s: i32) -> Self {
         self.concurrency = Some((limit, window_s));
+        self
+    }
+    /// Debounced by `delay_s`, accumulating `arg` (if any) over debounce batch `batch`.
+    pub fn debounced(mut self, delay_s: i32, arg: Option<&str>, batch: i64) -> Self {
+        self.debounce = Some((delay_s, arg.map(str::to_owned), batch));
         self
     }
     /// Pushed to run its `preprocessor` first, as Windmill's push does for a webhook, route or
@@ -497,10 +505,7 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
     .execute(&mut *tx)
     .await
     .unwrap();
-    let settings = match job.concurrency {
-        Some(limit) => Some(push_concurrency(&mut tx, &job, limit).await),
-        None => None,
-    };
+    let settings = push_settings(&mut tx, &job).await;
     let delay_ms = job.scheduled_in.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     sqlx::query(
         "INSERT INTO v2_job_queue (id, workspace_id, scheduled_for, tag, priority, canceled_by, canceled_reason,
@@ -527,51 +532,88 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
     JobId(job.id)
 }
 
-/// What Windmill's push writes for a job with a concurrency limit (windmill-queue `jobs.rs`,
-/// `push_inner` and `insert_concurrency_key`; windmill-common `runnable_settings.rs`,
-/// `insert_rs`): the settings rows behind the handle it returns (`v2_job.concurrent_limit` stays
-/// NULL), the job's key row, and the key's counter row if missing. The key is Windmill's default,
-/// `<workspace>/script/<path>`.
-async fn push_concurrency(
-    tx: &mut sqlx::PgConnection,
-    job: &WindmillJob,
-    (limit, window_s): (i32, i32),
-) -> i64 {
+/// The runnable settings Windmill's push writes for a job with a concurrency limit or
+/// debouncing (windmill-queue `jobs.rs`, `push_inner` and `insert_concurrency_key`;
+/// windmill-common `runnable_settings.rs`, `insert_rs`): the settings rows behind the handle it
+/// returns (`v2_job.concurrent_limit` stays NULL); for a limit, the job's key row and the key's
+/// counter row if missing (the key is Windmill's default, `<workspace>/script/<path>`); for
+/// debouncing, the job's `debounce_key` row and its batch.
+async fn push_settings(tx: &mut sqlx::PgConnection, job: &WindmillJob) -> Option<i64> {
+    if job.concurrency.is_none() && job.debounce.is_none() {
+        return None;
+    }
     let key = format!("{}/script/{}", job.workspace, job.path);
-    let concurrency_hash = rand_hash();
-    let settings_hash = rand_hash();
+    let concurrency = match job.concurrency {
+        Some((limit, window_s)) => {
+            let hash = rand_hash();
+            sqlx::query(
+                "INSERT INTO concurrency_settings (hash, concurrency_key, concurrent_limit, concurrency_time_window_s)
+                 VALUES ($1, NULL, $2, $3)",
+            )
+            .bind(hash)
+            .bind(limit)
+            .bind(window_s)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO concurrency_counter (concurrency_id, job_uuids) VALUES ($1, '{}'::jsonb)
+                 ON CONFLICT (concurrency_id) DO NOTHING",
+            )
+            .bind(&key)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            sqlx::query("INSERT INTO concurrency_key (key, job_id) VALUES ($1, $2)")
+                .bind(&key)
+                .bind(job.id)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            Some(hash)
+        }
+        None => None,
+    };
+    let debouncing = match &job.debounce {
+        Some((delay_s, accumulate, batch)) => {
+            let hash = rand_hash();
+            sqlx::query(
+                "INSERT INTO debouncing_settings (hash, debounce_delay_s, debounce_args_to_accumulate)
+                 VALUES ($1, $2, $3)",
+            )
+            .bind(hash)
+            .bind(delay_s)
+            .bind(accumulate.as_ref().map(|a| vec![a.clone()]))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            sqlx::query("INSERT INTO debounce_key (key, job_id) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET job_id = EXCLUDED.job_id")
+                .bind(format!("debounce:{key}"))
+                .bind(job.id)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO v2_job_debounce_batch (id, debounce_batch) VALUES ($1, $2)")
+                .bind(job.id)
+                .bind(batch)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            Some(hash)
+        }
+        None => None,
+    };
+    let handle = rand_hash();
     sqlx::query(
-        "INSERT INTO concurrency_settings (hash, concurrency_key, concurrent_limit, concurrency_time_window_s)
-         VALUES ($1, NULL, $2, $3);
-         ",
+        "INSERT INTO runnable_settings (hash, concurrency_settings, debouncing_settings) VALUES ($1, $2, $3)",
     )
-    .bind(concurrency_hash)
-    .bind(limit)
-    .bind(window_s)
+    .bind(handle)
+    .bind(concurrency)
+    .bind(debouncing)
     .execute(&mut *tx)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO runnable_settings (hash, concurrency_settings) VALUES ($1, $2)")
-        .bind(settings_hash)
-        .bind(concurrency_hash)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO concurrency_counter (concurrency_id, job_uuids) VALUES ($1, '{}'::jsonb)
-         ON CONFLICT (concurrency_id) DO NOTHING",
-    )
-    .bind(&key)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query("INSERT INTO concurrency_key (key, job_id) VALUES ($1, $2)")
-        .bind(&key)
-        .bind(job.id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    settings_hash
+    Some(handle)
 }
 
 fn rand_hash() -> i64 {

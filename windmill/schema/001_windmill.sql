@@ -252,6 +252,28 @@ CREATE TABLE runnable_settings (
     concurrency_settings  bigint
 );
 
+-- Debouncing (Enterprise; windmill-queue `jobs.rs`, `maybe_apply_debouncing`): a pulled job's
+-- `debounce_key` row is removed, and an argument to accumulate is gathered from every job of its
+-- `v2_job_debounce_batch`.
+CREATE TABLE debouncing_settings (
+    hash                         bigint PRIMARY KEY,
+    debounce_key                 varchar(255),
+    debounce_delay_s             int,
+    max_total_debouncing_time    int,
+    max_total_debounces_amount   int,
+    debounce_args_to_accumulate  text[]
+);
+
+CREATE TABLE debounce_key (
+    key     varchar(1000) PRIMARY KEY,
+    job_id  uuid NOT NULL
+);
+
+CREATE TABLE v2_job_debounce_batch (
+    id              uuid PRIMARY KEY,
+    debounce_batch  bigint NOT NULL
+);
+
 CREATE TABLE concurrency_settings (
     hash                       bigint PRIMARY KEY,
     concurrency_key            varchar(255),

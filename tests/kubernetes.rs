@@ -994,3 +994,43 @@ async fn a_preprocessor_runs_first_in_the_same_pod_and_windmill_records_its_args
     }
     bed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_script_limited_to_one_never_runs_as_two_pods() {
+    let bed = Bed::new(&[]).await;
+    let code = "import time\ndef main():\n    time.sleep(2)\n    return 'trained'\n";
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let id = WindmillJob::script("u/alice/train", code)
+            .hash(31337)
+            .concurrency_limit(1, 0)
+            .push(&bed.db)
+            .await;
+        ids.push(id);
+    }
+    let mut runs = Vec::new();
+    for id in &ids {
+        let done = bed.outcome(*id).await;
+        assert_eq!(done.status, "success", "{done:?}");
+        let (started, ended): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+            sqlx::query_as("SELECT started_at, completed_at FROM v2_job_completed WHERE id = $1")
+                .bind(id.0)
+                .fetch_one(&bed.db.pool)
+                .await
+                .unwrap();
+        runs.push((started, ended));
+    }
+    runs.sort();
+    assert!(
+        runs[0].1 <= runs[1].0,
+        "the second run started before the first ended: {runs:?}"
+    );
+    let mut waited = false;
+    for id in &ids {
+        waited |= logs(&bed.db, *id)
+            .await
+            .contains("due to concurrency limits");
+    }
+    assert!(waited, "the second job's log says why it waited");
+    bed.stop().await;
+}

@@ -90,7 +90,9 @@ impl PgQueue {
             };
             let mut job = job_from_row(&row)?;
             if self.admit(&job, &row).await? {
-                self.debounce(&mut job).await?;
+                if get(&row, "debounced")? {
+                    self.debounce(&mut job).await?;
+                }
                 return Ok(Some(job));
             }
         }

@@ -26,12 +26,12 @@ SELECT
     j.created_at,
     coalesce(s.envs, ARRAY[]::varchar[])::text[] AS envs,
     (SELECT l.logs FROM job_logs l WHERE l.job_id = c.id) AS prior_logs,
-    -- The result cache: the ttl, and the args' texts as Postgres prints them (what Windmill's
-    -- worker hashes), in byte order of the names.
-    nullif(j.cache_ttl, 0) AS cache_ttl,
     -- A preprocessor runs first when push asked for it (Windmill's executors: `preprocessed` is
     -- false and the job is not itself a flow's preprocessor step).
     coalesce(j.preprocessed = false AND j.flow_step_id IS DISTINCT FROM 'preprocessor', false) AS preprocess,
+    -- The result cache: the ttl, and the args' texts as Postgres prints them (what Windmill's
+    -- worker hashes), in byte order of the names.
+    nullif(j.cache_ttl, 0) AS cache_ttl,
     CASE WHEN j.cache_ttl > 0 THEN
         (SELECT coalesce(jsonb_agg(jsonb_build_array(e.key, e.value::text) ORDER BY e.key COLLATE "C"), '[]'::jsonb)
          FROM jsonb_each(CASE WHEN jsonb_typeof(j.args) = 'object' THEN j.args ELSE '{}'::jsonb END) e)
@@ -39,24 +39,16 @@ SELECT
     -- Concurrency limit: the settings behind the queue row's handle, else v2_job's (Windmill's
     -- `maybe_fallback`); the key is the one Windmill's push wrote for this job.
     (SELECT k.key FROM concurrency_key k WHERE k.job_id = c.id) AS concurrency_key,
-    coalesce(
-        (SELECT cs.concurrent_limit FROM v2_job_queue q
-         JOIN runnable_settings rs ON rs.hash = q.runnable_settings_handle
-         JOIN concurrency_settings cs ON cs.hash = rs.concurrency_settings
-         WHERE q.id = c.id),
-        j.concurrent_limit) AS concurrent_limit,
-    coalesce(
-        (SELECT cs.concurrency_time_window_s FROM v2_job_queue q
-         JOIN runnable_settings rs ON rs.hash = q.runnable_settings_handle
-         JOIN concurrency_settings cs ON cs.hash = rs.concurrency_settings
-         WHERE q.id = c.id),
-        j.concurrency_time_window_s, 0) AS concurrency_time_window_s,
+    coalesce(cs.concurrent_limit, j.concurrent_limit) AS concurrent_limit,
+    coalesce(cs.concurrency_time_window_s, j.concurrency_time_window_s, 0) AS concurrency_time_window_s,
+    -- Debouncing applies at claim only when the settings debounce the job (sql/debounce.sql).
+    coalesce(ds.debounce_delay_s, 0) > 0 AS debounced,
     -- What Windmill's get_reserved_variables reads (windmill-common variables.rs).
     CASE WHEN j.trigger_kind = 'schedule' THEN j.trigger END AS schedule_path,
     (SELECT pj.runnable_path FROM v2_job pj WHERE pj.id = j.parent_job) AS flow_path,
     j.flow_innermost_root_job,
     j.runnable_id,
-    (SELECT q.scheduled_for FROM v2_job_queue q WHERE q.id = c.id) AS scheduled_for,
+    q.scheduled_for,
     (SELECT p.end_user_email FROM job_perms p WHERE p.job_id = c.id) AS end_user_email,
     (SELECT g.value #>> '{}' FROM global_settings g WHERE g.name = 'base_url') AS base_url,
     (SELECT coalesce(jsonb_object_agg(e.name, e.value), '{}'::jsonb)
@@ -65,3 +57,8 @@ FROM claimed c
 JOIN v2_job j ON j.id = c.id
 LEFT JOIN script s ON j.kind = 'script' AND s.workspace_id = j.workspace_id AND s.hash = j.runnable_id
 LEFT JOIN flow_node n ON j.kind = 'flowscript' AND n.id = j.runnable_id
+-- The queue row and the runnable settings behind its handle, read once for every column above.
+LEFT JOIN v2_job_queue q ON q.id = c.id
+LEFT JOIN runnable_settings rs ON rs.hash = q.runnable_settings_handle
+LEFT JOIN concurrency_settings cs ON cs.hash = rs.concurrency_settings
+LEFT JOIN debouncing_settings ds ON ds.hash = rs.debouncing_settings

@@ -230,18 +230,31 @@ mod tests {
     use crate::hints;
 
     fn rendered(code: &str, nonce: &str) -> (Objects, String) {
-        let config = Config::from_yaml("", &std::collections::BTreeMap::new()).unwrap();
         let mut job = crate::testing::job();
         job.id = crate::domain::JobId(uuid::Uuid::from_u128(0x1234));
         // The same job: claimed once (WM_OBJECT_PATH carries the claim's time).
         job.started_at = chrono::DateTime::UNIX_EPOCH;
         job.code = Some(code.into());
         job.args = json!({"x": 1, "b": [1, 2]});
+        let objects = render_with(&job, 2, nonce, Some("tok"), None);
+        let yaml = to_yaml(&objects).unwrap();
+        (objects, yaml)
+    }
+
+    /// A Python job's objects with the default config.
+    fn render_with(
+        job: &Job,
+        attempt: u32,
+        nonce: &str,
+        token: Option<&str>,
+        base_url: Option<&str>,
+    ) -> Objects {
+        let config = Config::from_yaml("", &std::collections::BTreeMap::new()).unwrap();
         let pod = hints::resolve(
             &config.settings.hints(),
             &job.tag,
             "python3",
-            code,
+            job.code.as_deref().unwrap_or_default(),
             hints::WindmillFields::default(),
         )
         .unwrap();
@@ -249,15 +262,13 @@ mod tests {
         let cx = Context {
             settings: &config.settings,
             pod: &pod,
-            attempt: 2,
+            attempt,
             nonce,
             args: &args,
-            token: Some("tok"),
-            base_url: None,
+            token,
+            base_url,
         };
-        let objects = render(&job, &cx);
-        let yaml = to_yaml(&objects).unwrap();
-        (objects, yaml)
+        render(job, &cx)
     }
 
     /// The main container's environment: plain values, and the Secret keys of the others.
@@ -298,7 +309,6 @@ mod tests {
 
     #[test]
     fn a_scheduled_flow_step_gets_windmills_reserved_variables_and_its_envs_from_the_secret() {
-        let config = Config::from_yaml("", &std::collections::BTreeMap::new()).unwrap();
         let mut job = crate::testing::job();
         job.created_by = Some("bob".into());
         job.script_envs = vec!["API_KEY=s3cr=t".into(), "WM_JOB_ID=spoofed".into()];
@@ -314,25 +324,7 @@ mod tests {
             chrono::DateTime::parse_from_rfc3339("2026-12-01T02:00:00.250Z")
                 .ok()
                 .map(|t| t.with_timezone(&chrono::Utc));
-        let pod = hints::resolve(
-            &config.settings.hints(),
-            &job.tag,
-            "python3",
-            "",
-            hints::WindmillFields::default(),
-        )
-        .unwrap();
-        let args = job.args_object().unwrap();
-        let cx = Context {
-            settings: &config.settings,
-            pod: &pod,
-            attempt: 1,
-            nonce: "n",
-            args: &args,
-            token: None,
-            base_url: Some("http://windmill:8000"),
-        };
-        let objects = render(&job, &cx);
+        let objects = render_with(&job, 1, "n", None, Some("http://windmill:8000"));
         let env = environment_of(&objects);
         assert_eq!(env["WM_STATE_PATH"], "f/etl/daily/c_bob", "{env:?}");
         assert_eq!(env["WM_FLOW_PATH"], "f/etl/daily");

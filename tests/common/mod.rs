@@ -537,7 +537,9 @@ pub async fn push(pool: &PgPool, job: WindmillJob) -> JobId {
 /// windmill-common `runnable_settings.rs`, `insert_rs`): the settings rows behind the handle it
 /// returns (`v2_job.concurrent_limit` stays NULL); for a limit, the job's key row and the key's
 /// counter row if missing (the key is Windmill's default, `<workspace>/script/<path>`); for
-/// debouncing, the job's `debounce_key` row and its batch.
+/// debouncing, the job's `debounce_key` row and its batch. Windmill's push side of debouncing is
+/// Enterprise code we cannot read (`maybe_debounce`): the key's text here is ours; the worker
+/// only deletes the row by `job_id`, as Windmill's public `maybe_apply_debouncing` does.
 async fn push_settings(tx: &mut sqlx::PgConnection, job: &WindmillJob) -> Option<i64> {
     if job.concurrency.is_none() && job.debounce.is_none() {
         return None;

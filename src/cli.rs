@@ -135,7 +135,7 @@ async fn executor_for(config: &Config) -> anyhow::Result<Executor> {
         ExecutorKind::Kubernetes => {
             let executor = KubernetesExecutor::connect(std::sync::Arc::new(config.clone()))
                 .await
-                .context("starting the Kubernetes executor")?;
+                .context("the Kubernetes executor cannot start")?;
             Ok(Executor::Kubernetes(executor))
         }
     }
@@ -157,9 +157,11 @@ pub async fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
         "# would claim tags {:?} ({queued} job(s) waiting now), hand back on tag `{}`",
         config.settings.windmill.tags, config.settings.windmill.finalize_tag
     );
-    match executor_for(&config).await {
+    // `run` would refuse to start without the executor: so does `check`, after the rest.
+    let executor = executor_for(&config).await;
+    match &executor {
         Ok(executor) => println!("# executor: {executor:?}"),
-        Err(error) => println!("# executor: {error}"),
+        Err(_) => println!("# executor: cannot start (below)"),
     }
     if config.windmill_url.is_some() && config.windmill_token.is_some() {
         println!(
@@ -171,7 +173,7 @@ pub async fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
             "# job tokens (WM_TOKEN): none; set FLEXT_WINDMILL_URL and FLEXT_WINDMILL_TOKEN for them and for $var:/$res: args"
         );
     }
-    Ok(())
+    executor.map(drop)
 }
 
 /// `run`.

@@ -46,6 +46,7 @@ impl Settings {
         HintSettings {
             resources: &self.resources,
             image: &self.job_template.image,
+            service_account: self.job_template.service_account.as_deref(),
             images: &self.executor.images,
             system_retries: self.job_template.system_retries,
             default_timeout: self.windmill.default_timeout.0,
@@ -165,6 +166,9 @@ pub struct JobTemplateSettings {
     /// Default system-retry budget: new attempts when a pod is lost before user code started
     /// (the `retries` hint overrides it).
     pub system_retries: u32,
+    /// The ServiceAccount job pods run as unless a `service_account` hint names one (default:
+    /// the namespace's `default`). Its token is never mounted into job pods.
+    pub service_account: Option<String>,
 }
 
 impl Default for JobTemplateSettings {
@@ -174,6 +178,7 @@ impl Default for JobTemplateSettings {
             restart_policy: "Never".into(),
             backoff_limit: 0,
             system_retries: 3,
+            service_account: None,
         }
     }
 }

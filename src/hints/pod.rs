@@ -108,7 +108,7 @@ impl PodSettings {
             tolerations: Vec::new(),
             affinity: Vec::new(),
             priority_class: None,
-            service_account: None,
+            service_account: settings.service_account.map(|name| dflt(name.to_owned())),
             runtime_class: None,
             env_from_secrets: Vec::new(),
             env_from_configmaps: Vec::new(),

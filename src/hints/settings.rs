@@ -51,6 +51,8 @@ pub struct HintSettings<'a> {
     pub resources: &'a Resources,
     /// `job_template.image`: the worker's own image, the default when a language has none.
     pub image: &'a str,
+    /// `job_template.service_account`: the job pods' ServiceAccount unless a hint names one.
+    pub service_account: Option<&'a str>,
     /// `executor.images`: the default image per language.
     pub images: &'a BTreeMap<String, String>,
     /// `job_template.system_retries`.

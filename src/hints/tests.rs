@@ -71,6 +71,7 @@ impl Default for Images {
 impl Sections {
     fn hints(&self) -> HintSettings<'_> {
         HintSettings {
+            service_account: None,
             resources: &self.resources,
             image: &self.job_template.image,
             images: &self.executor.images,

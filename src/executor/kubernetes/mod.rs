@@ -11,6 +11,7 @@
 //! capped, jittered backoff; everything else is the job's outcome. Cancellation deletes the Job
 //! with its pods. The job's token and `$var:`/`$res:` args come from [`crate::windmill_api`].
 
+pub mod access;
 mod attempt;
 pub mod classify;
 mod follow;
@@ -55,6 +56,9 @@ pub enum Error {
     /// The namespace does not exist.
     #[error("namespace `{0}` does not exist; create it or set cluster.namespace")]
     NoNamespace(String),
+    /// The worker's identity may not make some of the requests it needs.
+    #[error("{0}")]
+    Forbidden(access::Missing),
 }
 
 /// Runs jobs as Kubernetes Jobs.
@@ -114,6 +118,13 @@ impl KubernetesExecutor {
         };
         let client = Client::try_from(kube_config).map_err(|e| Error::Config(e.to_string()))?;
         let namespace = cluster.namespace.clone();
+        // Every permission first: a worker that could claim jobs but not run them would fail each
+        // one; better not to start, naming what is missing.
+        match access::review(&client, &namespace).await {
+            Ok(None) => {}
+            Ok(Some(missing)) => return Err(Error::Forbidden(missing)),
+            Err(error) => return Err(Error::Unreachable(error)),
+        }
         match Api::<Namespace>::all(client.clone())
             .get_opt(&namespace)
             .await

@@ -243,13 +243,17 @@ fn restricted() -> SecurityContext {
     }
 }
 
+/// Where the worker image keeps its binary (`scripts/build-image`, the Dockerfile).
+pub const RUNNER_BINARY: &str = "/usr/local/bin/flext-kubernetes";
+
 /// The init container that copies the runner out of the worker image.
 fn runner_container(settings: &Settings) -> Container {
     Container {
         name: RUNNER_CONTAINER.into(),
         image: Some(settings.job_template.image.clone()),
+        // By path: the worker image has no shell and sets no PATH lookup we should rely on.
         command: Some(vec![
-            "flext-kubernetes".into(),
+            RUNNER_BINARY.into(),
             "install-runner".into(),
             "/flext/bin".into(),
         ]),

@@ -266,6 +266,11 @@ fn full_values_put_the_jobs_side_in_the_jobs_namespace() {
     // Merged over the defaults: the chart's keys stay, the given ones win.
     assert_eq!(settings["windmill"]["worker_group"], "gpu");
     assert_eq!(settings["worker"]["concurrency"], 32);
+    assert_eq!(
+        settings["windmill"]["tags"],
+        serde_json::json!(["k8s-gpu", "k8s-gpu-large"]),
+        "a list replaces the default"
+    );
     let sts = one(&objects, "StatefulSet", "");
     assert_eq!(sts["spec"]["replicas"], 3);
     assert_eq!(

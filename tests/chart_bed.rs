@@ -48,13 +48,17 @@ fn kubectl_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn helm_template(release_namespace: &str, values: &[&str]) -> String {
+fn helm() -> PathBuf {
     let out = Command::new(Path::new(ROOT).join("scripts/tools"))
         .arg("helm")
         .output()
         .unwrap();
     assert!(out.status.success(), "scripts/tools helm:\n{}", text(&out));
-    let helm = Path::new(String::from_utf8(out.stdout).unwrap().trim()).join("helm");
+    Path::new(String::from_utf8(out.stdout).unwrap().trim()).join("helm")
+}
+
+fn helm_template(release_namespace: &str, values: &[&str]) -> String {
+    let helm = helm();
     let chart = chart();
     let mut args = vec![
         "template",
@@ -214,5 +218,38 @@ fn the_rendered_chart_is_accepted_by_the_apiserver_and_grants_what_the_role_says
         let jobs = format!("system:serviceaccount:{job_ns}:{jobs_sa}");
         assert!(!can(&jobs, job_ns, "list", "pods", None));
         assert!(!can(&jobs, job_ns, "get", "secrets", None));
+    }
+}
+
+/// The notes of an install (`helm install --dry-run=client` asks the bed its version, nothing
+/// else) say how to check it, with the binary itself (no shell in the image).
+#[test]
+fn the_install_notes_say_how_to_check_the_install() {
+    // Only the bed, as everywhere here.
+    kubectl_ok(&["version", "-o", "json"]);
+    let chart = chart();
+    let out = Command::new(helm())
+        .args([
+            "install",
+            "flext",
+            chart.to_str().unwrap(),
+            "--namespace",
+            "flext",
+            "--dry-run=client",
+            "--set",
+            "database.existingSecret=windmill-db",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let notes = String::from_utf8(out.stdout).unwrap();
+    let notes = &notes[notes.find("NOTES:").expect("notes")..];
+    for line in [
+        "kubectl -n flext exec sts/flext-flext-kubernetes -c worker -- /usr/local/bin/flext-kubernetes check --config /etc/flext/config.yaml",
+        "custom_tags",
+        "BYPASSRLS",
+        "networkPolicy.jobs.extraEgress",
+    ] {
+        assert!(notes.contains(line), "no `{line}` in\n{notes}");
     }
 }

@@ -1,0 +1,786 @@
+//! The Helm chart (`deploy/helm/flext-kubernetes`): `helm lint` and `helm template` with the
+//! default values and with `ci/full-values.yaml`, and what they render checked against the
+//! worker: the objects and their labels, the Role against `files/rbac-rules.yaml`, the grace
+//! period against `worker.shutdown_grace`, the jobs `NetworkPolicy` against the labels of a job pod
+//! the built worker renders from the chart's own config, no secret values anywhere, and bad
+//! values failing with the field's name. Helm comes from `scripts/tools helm` (built once from
+//! the Go module proxy, then cached); no cluster is needed.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flext-kubernetes");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// The release the tests install, and its namespace.
+const RELEASE: &str = "flext";
+const NAMESPACE: &str = "flext-system";
+
+fn chart() -> PathBuf {
+    Path::new(ROOT).join("deploy/helm/flext-kubernetes")
+}
+
+fn full_values() -> String {
+    chart()
+        .join("ci/full-values.yaml")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The helm binary, from `scripts/tools helm` (once per test process: the tests run in parallel,
+/// and the first call may build it).
+fn helm_bin() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let out = Command::new(Path::new(ROOT).join("scripts/tools"))
+            .arg("helm")
+            .output()
+            .expect("running scripts/tools helm");
+        assert!(
+            out.status.success(),
+            "scripts/tools helm failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = String::from_utf8(out.stdout).unwrap();
+        Path::new(dir.trim()).join("helm")
+    })
+}
+
+fn helm(args: &[&str]) -> Output {
+    Command::new(helm_bin())
+        .args(args)
+        // No user or repository state: the chart has no dependencies.
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("flext-chart-helm/cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("flext-chart-helm/config"),
+        )
+        .env(
+            "HELM_DATA_HOME",
+            std::env::temp_dir().join("flext-chart-helm/data"),
+        )
+        .output()
+        .expect("running helm")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `helm template` of the chart with `values` (`--set`, `-f` ... arguments): the objects, or
+/// helm's error output.
+fn try_template(values: &[&str]) -> Result<Vec<Value>, String> {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        RELEASE,
+        chart.to_str().unwrap(),
+        "--namespace",
+        NAMESPACE,
+    ];
+    args.extend_from_slice(values);
+    let out = helm(&args);
+    if !out.status.success() {
+        return Err(text(&out));
+    }
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    Ok(documents(&yaml))
+}
+
+fn template(values: &[&str]) -> Vec<Value> {
+    try_template(values).unwrap_or_else(|e| panic!("helm template {values:?} failed:\n{e}"))
+}
+
+/// The YAML documents of a stream that are objects (comment-only documents dropped).
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+/// The two value sets every check runs with.
+const DEFAULT: &[&str] = &["--set", "database.existingSecret=windmill-db"];
+fn full() -> Vec<String> {
+    vec!["-f".into(), full_values()]
+}
+fn both() -> Vec<(&'static str, Vec<Value>)> {
+    let full = full();
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    vec![("default", template(DEFAULT)), ("full", template(&full))]
+}
+
+fn one<'a>(objects: &'a [Value], kind: &str, name_suffix: &str) -> &'a Value {
+    let found: Vec<&Value> = objects
+        .iter()
+        .filter(|o| {
+            o["kind"] == kind
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with(name_suffix))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind} named *{name_suffix}: {found:?}");
+    found[0]
+}
+
+fn kinds(objects: &[Value]) -> BTreeMap<String, usize> {
+    let mut kinds = BTreeMap::new();
+    for object in objects {
+        *kinds
+            .entry(object["kind"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    kinds
+}
+
+fn namespace_of(object: &Value) -> &str {
+    object["metadata"]["namespace"].as_str().unwrap_or("")
+}
+
+/// The worker config the chart renders (its ConfigMap's `config.yaml`), as YAML text.
+fn config_text(objects: &[Value]) -> String {
+    one(objects, "ConfigMap", "")["data"]["config.yaml"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn settings(objects: &[Value]) -> Value {
+    let config: Value = serde_yaml_ng::from_str(&config_text(objects)).unwrap();
+    config["runtime"]["config"].clone()
+}
+
+fn worker_container(objects: &[Value]) -> &Value {
+    &one(objects, "StatefulSet", "")["spec"]["template"]["spec"]["containers"][0]
+}
+
+fn env_var<'a>(container: &'a Value, name: &str) -> &'a Value {
+    container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no env {name} in {container}"))
+}
+
+#[test]
+fn helm_lint_passes_with_the_required_secret_and_with_every_option() {
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    let full = full_values();
+    for args in [
+        vec![
+            "lint",
+            "--strict",
+            chart,
+            "--set",
+            "database.existingSecret=x",
+        ],
+        vec!["lint", "--strict", chart, "-f", &full],
+    ] {
+        let out = helm(&args);
+        assert!(out.status.success(), "helm {args:?}:\n{}", text(&out));
+    }
+}
+
+#[test]
+fn default_values_render_the_worker_and_its_jobs_side_in_the_release_namespace() {
+    let objects = template(DEFAULT);
+    assert_eq!(
+        kinds(&objects),
+        BTreeMap::from([
+            ("ConfigMap".to_owned(), 1),
+            ("NetworkPolicy".to_owned(), 2),
+            ("PodDisruptionBudget".to_owned(), 1),
+            ("Role".to_owned(), 1),
+            ("RoleBinding".to_owned(), 1),
+            ("Service".to_owned(), 1),
+            ("ServiceAccount".to_owned(), 2),
+            ("StatefulSet".to_owned(), 1),
+        ])
+    );
+    assert_eq!(objects.len(), 10);
+    for object in &objects {
+        assert_eq!(namespace_of(object), NAMESPACE, "{object}");
+    }
+    assert_eq!(settings(&objects)["cluster"]["namespace"], NAMESPACE);
+    assert_eq!(settings(&objects)["windmill"]["worker_group"], "k8s");
+    assert_eq!(
+        settings(&objects)["job_template"]["service_account"],
+        "flext-flext-kubernetes-jobs"
+    );
+}
+
+#[test]
+fn full_values_put_the_jobs_side_in_the_jobs_namespace() {
+    let full = full();
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    let objects = template(&full);
+    let mut expected = kinds(&template(DEFAULT));
+    expected.insert("Namespace".into(), 1);
+    assert_eq!(kinds(&objects), expected);
+    assert_eq!(objects.len(), 11);
+    let jobs_ns = "flext-gpu-jobs";
+    assert_eq!(one(&objects, "Namespace", "")["metadata"]["name"], jobs_ns);
+    for (kind, name) in [
+        ("Role", "flext-gpu"),
+        ("RoleBinding", "flext-gpu"),
+        ("ServiceAccount", "flext-gpu-job-runner"),
+        ("NetworkPolicy", "flext-gpu-jobs"),
+    ] {
+        assert_eq!(namespace_of(one(&objects, kind, name)), jobs_ns, "{kind}");
+    }
+    for (kind, name) in [
+        ("ServiceAccount", "flext-gpu-worker"),
+        ("StatefulSet", "flext-gpu"),
+        ("ConfigMap", "flext-gpu"),
+        ("NetworkPolicy", "flext-gpu-worker"),
+    ] {
+        assert_eq!(namespace_of(one(&objects, kind, name)), NAMESPACE, "{kind}");
+    }
+    let binding = one(&objects, "RoleBinding", "");
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "flext-gpu-worker", "namespace": NAMESPACE}])
+    );
+    let settings = settings(&objects);
+    assert_eq!(settings["cluster"]["namespace"], jobs_ns);
+    assert_eq!(
+        settings["job_template"]["service_account"],
+        "flext-gpu-job-runner"
+    );
+    // Merged over the defaults: the chart's keys stay, the given ones win.
+    assert_eq!(settings["windmill"]["worker_group"], "gpu");
+    assert_eq!(settings["worker"]["concurrency"], 32);
+    assert_eq!(
+        settings["windmill"]["tags"],
+        serde_json::json!(["k8s-gpu", "k8s-gpu-large"]),
+        "a list replaces the default"
+    );
+    let sts = one(&objects, "StatefulSet", "");
+    assert_eq!(sts["spec"]["replicas"], 3);
+    assert_eq!(
+        worker_container(&objects)["image"],
+        "registry.example.com/mirror/flext-kubernetes@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    );
+}
+
+#[test]
+fn every_object_carries_the_standard_labels() {
+    let chart: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap())
+            .unwrap();
+    let chart_label = format!(
+        "{}-{}",
+        chart["name"].as_str().unwrap(),
+        chart["version"].as_str().unwrap()
+    );
+    for (values, objects) in both() {
+        for object in &objects {
+            let labels = &object["metadata"]["labels"];
+            let what = format!(
+                "{values}: {} {}",
+                object["kind"], object["metadata"]["name"]
+            );
+            assert_eq!(labels["app.kubernetes.io/instance"], RELEASE, "{what}");
+            assert_eq!(labels["app.kubernetes.io/managed-by"], "Helm", "{what}");
+            assert_eq!(
+                labels["app.kubernetes.io/version"], chart["appVersion"],
+                "{what}"
+            );
+            assert_eq!(labels["helm.sh/chart"], chart_label.as_str(), "{what}");
+            assert!(labels["app.kubernetes.io/name"].is_string(), "{what}");
+        }
+        let pod = &one(&objects, "StatefulSet", "")["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(pod["app.kubernetes.io/managed-by"], "Helm", "{values}");
+        assert_eq!(pod["app.kubernetes.io/component"], "worker", "{values}");
+    }
+}
+
+#[test]
+fn app_version_is_the_crate_version_and_the_default_image_tag() {
+    let chart: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(chart["apiVersion"], "v2");
+    assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
+    for (values, objects) in both() {
+        let image = worker_container(&objects)["image"].clone();
+        // Every job pod's init container copies the runner out of the worker's own image.
+        assert_eq!(
+            settings(&objects)["job_template"]["image"],
+            image,
+            "{values}"
+        );
+    }
+    let objects = template(DEFAULT);
+    assert_eq!(
+        worker_container(&objects)["image"],
+        format!(
+            "ghcr.io/flext/flext-kubernetes:{}",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    assert_eq!(
+        worker_container(&objects)["imagePullPolicy"],
+        "IfNotPresent"
+    );
+}
+
+#[test]
+fn the_worker_pod_is_named_stably_hardened_and_rolled_on_config_changes() {
+    for (values, objects) in both() {
+        let sts = one(&objects, "StatefulSet", "");
+        assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
+        let service = one(&objects, "Service", "");
+        assert_eq!(sts["spec"]["serviceName"], service["metadata"]["name"]);
+        assert_eq!(service["spec"]["clusterIP"], "None");
+        assert!(service["spec"].get("ports").is_none(), "{values}: no ports");
+        let pod = &sts["spec"]["template"]["spec"];
+        assert_eq!(pod["automountServiceAccountToken"], true);
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+        assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        let container = worker_container(&objects);
+        assert_eq!(
+            container["args"],
+            serde_json::json!(["run", "--config", "/etc/flext/config.yaml"])
+        );
+        let security = &container["securityContext"];
+        assert_eq!(security["allowPrivilegeEscalation"], false);
+        assert_eq!(security["readOnlyRootFilesystem"], true);
+        assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+        assert!(container["resources"]["requests"]["memory"].is_string());
+        // POD_NAME first: Kubernetes expands $(POD_NAME) only from variables defined before.
+        let env = container["env"].as_array().unwrap();
+        assert_eq!(env[0]["name"], "POD_NAME");
+        assert_eq!(
+            env[0]["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.name"
+        );
+        let group = settings(&objects)["windmill"]["worker_group"].clone();
+        assert_eq!(
+            env_var(container, "FLEXT__WORKER__NAME")["value"],
+            format!("wk-{}-$(POD_NAME)", group.as_str().unwrap())
+        );
+        let spread = pod["topologySpreadConstraints"].as_array().unwrap();
+        assert_eq!(spread[0]["topologyKey"], "kubernetes.io/hostname");
+        assert_eq!(spread[0]["whenUnsatisfiable"], "ScheduleAnyway");
+        assert_eq!(
+            spread[0]["labelSelector"]["matchLabels"],
+            sts["spec"]["selector"]["matchLabels"]
+        );
+        assert_eq!(
+            one(&objects, "PodDisruptionBudget", "")["spec"]["selector"],
+            sts["spec"]["selector"]
+        );
+    }
+    let checksum = |objects: &[Value]| {
+        one(objects, "StatefulSet", "")["spec"]["template"]["metadata"]["annotations"]
+            ["checksum/config"]
+            .clone()
+    };
+    let base = template(DEFAULT);
+    assert!(checksum(&base).is_string());
+    let mut changed = DEFAULT.to_vec();
+    changed.extend(["--set", "config.worker.concurrency=8"]);
+    assert_ne!(checksum(&base), checksum(&template(&changed)));
+    let mut other_labels = DEFAULT.to_vec();
+    other_labels.extend(["--set", "podLabels.team=data"]);
+    assert_eq!(checksum(&base), checksum(&template(&other_labels)));
+}
+
+/// The grace period: `shutdown_grace` + 15 s by default, a given one must exceed it.
+#[test]
+fn the_termination_grace_period_exceeds_the_shutdown_grace() {
+    let grace = |extra: &[&str]| {
+        let mut values = DEFAULT.to_vec();
+        values.extend_from_slice(extra);
+        one(&template(&values), "StatefulSet", "")["spec"]["template"]["spec"]
+            ["terminationGracePeriodSeconds"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(grace(&[]), 30 + 15);
+    assert_eq!(grace(&["--set", "config.worker.shutdown_grace=90s"]), 105);
+    assert_eq!(grace(&["--set", "config.worker.shutdown_grace=2m"]), 135);
+    assert_eq!(grace(&["--set", "config.worker.shutdown_grace=1500ms"]), 17);
+    assert_eq!(grace(&["--set", "config.worker.shutdown_grace=1h"]), 3615);
+    assert_eq!(grace(&["--set", "config.worker.shutdown_grace=20"]), 35);
+    assert_eq!(grace(&["--set", "terminationGracePeriodSeconds=31"]), 31);
+    let full = full();
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    let objects = template(&full);
+    let given = one(&objects, "StatefulSet", "")["spec"]["template"]["spec"]
+        ["terminationGracePeriodSeconds"]
+        .as_i64()
+        .unwrap();
+    assert!(given > 120, "full values: {given} > shutdown_grace 2m");
+
+    for extra in [
+        vec!["--set", "terminationGracePeriodSeconds=30"],
+        vec![
+            "--set",
+            "config.worker.shutdown_grace=5m",
+            "--set",
+            "terminationGracePeriodSeconds=120",
+        ],
+    ] {
+        let mut values = DEFAULT.to_vec();
+        values.extend(extra);
+        let error = try_template(&values).unwrap_err();
+        assert!(error.contains("terminationGracePeriodSeconds"), "{error}");
+        assert!(error.contains("shutdown_grace"), "{error}");
+    }
+    let mut values = DEFAULT.to_vec();
+    values.extend(["--set", "config.worker.shutdown_grace=soon"]);
+    let error = try_template(&values).unwrap_err();
+    assert!(error.contains("config.worker.shutdown_grace"), "{error}");
+}
+
+/// The Role's rules are `files/rbac-rules.yaml` (the job namespace filled in), and there is no
+/// cluster-wide grant.
+#[test]
+fn the_role_grants_exactly_the_rules_file_in_the_job_namespace() {
+    let file = std::fs::read_to_string(chart().join("files/rbac-rules.yaml")).unwrap();
+    for (values, objects) in both() {
+        let role = one(&objects, "Role", "");
+        let job_namespace = namespace_of(role);
+        let expected: Value = serde_yaml_ng::from_str(&file.replace(
+            "{{ include \"flext-kubernetes.jobNamespace\" . }}",
+            job_namespace,
+        ))
+        .unwrap();
+        assert_eq!(role["rules"], expected, "{values}");
+        assert_eq!(
+            settings(&objects)["cluster"]["namespace"],
+            job_namespace,
+            "{values}"
+        );
+        let namespaces = &role["rules"][0];
+        assert_eq!(namespaces["resources"], serde_json::json!(["namespaces"]));
+        assert_eq!(
+            namespaces["resourceNames"],
+            serde_json::json!([job_namespace])
+        );
+        let binding = one(&objects, "RoleBinding", "");
+        assert_eq!(binding["roleRef"]["kind"], "Role");
+        assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+        assert_eq!(namespace_of(binding), job_namespace);
+        let worker_sa =
+            &one(&objects, "StatefulSet", "")["spec"]["template"]["spec"]["serviceAccountName"];
+        assert_eq!(binding["subjects"][0]["name"], *worker_sa, "{values}");
+        for kind in ["ClusterRole", "ClusterRoleBinding"] {
+            assert!(!kinds(&objects).contains_key(kind), "{values}: {kind}");
+        }
+    }
+}
+
+/// The jobs ServiceAccount has no token; the worker's has one.
+#[test]
+fn only_the_worker_service_account_mounts_a_token() {
+    for (values, objects) in both() {
+        let jobs_sa = settings(&objects)["job_template"]["service_account"].clone();
+        let worker_sa =
+            one(&objects, "StatefulSet", "")["spec"]["template"]["spec"]["serviceAccountName"]
+                .clone();
+        for sa in objects.iter().filter(|o| o["kind"] == "ServiceAccount") {
+            let name = &sa["metadata"]["name"];
+            if *name == jobs_sa {
+                assert_eq!(sa["automountServiceAccountToken"], false, "{values}");
+            } else {
+                assert_eq!(*name, worker_sa, "{values}");
+                assert_eq!(sa["automountServiceAccountToken"], true, "{values}");
+            }
+        }
+    }
+}
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("flext-chart-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The labels of a job pod as the built worker renders it with the chart's config.
+fn job_pod(objects: &[Value]) -> Value {
+    let mut config: Value = serde_yaml_ng::from_str(&config_text(objects)).unwrap();
+    // `job_template.service_account` arrives with another change of the worker; until its
+    // config knows the field, the worker would refuse it (unknown fields are errors).
+    let knows_service_account =
+        include_str!("../src/config/settings.rs").contains("pub service_account:");
+    if !knows_service_account {
+        config["runtime"]["config"]["job_template"]
+            .as_object_mut()
+            .unwrap()
+            .remove("service_account");
+    }
+    let scratch = Scratch::new();
+    let config_path = scratch.0.join("config.yaml");
+    std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+    let script = scratch.0.join("hello.py");
+    std::fs::write(&script, "def main(name: str = 'x'):\n    return name\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("render")
+        .arg(&script)
+        .arg("--config")
+        .arg(&config_path)
+        .env_remove("FLEXT_DATABASE_URL")
+        .env_remove("FLEXT_WINDMILL_URL")
+        .env_remove("FLEXT_WINDMILL_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the worker refuses the chart's config:\n{}",
+        text(&out)
+    );
+    let rendered = documents(&String::from_utf8(out.stdout).unwrap());
+    let job = rendered
+        .iter()
+        .find(|o| o["kind"] == "Job")
+        .unwrap()
+        .clone();
+    if knows_service_account {
+        assert_eq!(
+            job["spec"]["template"]["spec"]["serviceAccountName"],
+            config["runtime"]["config"]["job_template"]["service_account"]
+        );
+    }
+    job["spec"]["template"].clone()
+}
+
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector["matchLabels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .all(|(k, v)| labels[k] == *v)
+}
+
+/// The jobs `NetworkPolicy` selects the pods the worker creates, and only those: not the worker,
+/// whose own policy in turn does not select the job pods.
+#[test]
+fn the_jobs_network_policy_selects_the_job_pods_the_worker_renders() {
+    for (values, objects) in both() {
+        let pod = job_pod(&objects);
+        let jobs_policy = one(&objects, "NetworkPolicy", "-jobs");
+        let worker_policy = one(&objects, "NetworkPolicy", "-worker");
+        let job_labels = &pod["metadata"]["labels"];
+        let worker_labels =
+            &one(&objects, "StatefulSet", "")["spec"]["template"]["metadata"]["labels"];
+        assert!(
+            selects(&jobs_policy["spec"]["podSelector"], job_labels),
+            "{values}: {} does not select a job pod labelled {job_labels}",
+            jobs_policy["spec"]["podSelector"]
+        );
+        assert!(
+            !selects(&jobs_policy["spec"]["podSelector"], worker_labels),
+            "{values}"
+        );
+        assert!(
+            selects(&worker_policy["spec"]["podSelector"], worker_labels),
+            "{values}"
+        );
+        assert!(
+            !selects(&worker_policy["spec"]["podSelector"], job_labels),
+            "{values}"
+        );
+        assert_eq!(
+            namespace_of(jobs_policy),
+            settings(&objects)["cluster"]["namespace"],
+            "{values}"
+        );
+        // The init container of every job pod is the worker's own image.
+        assert_eq!(
+            pod["spec"]["initContainers"][0]["image"],
+            worker_container(&objects)["image"],
+            "{values}"
+        );
+        for policy in [jobs_policy, worker_policy] {
+            assert_eq!(
+                policy["spec"]["policyTypes"],
+                serde_json::json!(["Ingress", "Egress"])
+            );
+            assert_eq!(policy["spec"]["ingress"], serde_json::json!([]));
+            let dns = &policy["spec"]["egress"][0];
+            assert_eq!(dns["ports"][0]["port"], 53, "{values}");
+        }
+    }
+}
+
+/// Destinations: CIDRs and selectors become peers; none means the ports to any address.
+#[test]
+fn network_policy_destinations_render_as_peers() {
+    let objects = template(DEFAULT);
+    let egress = &one(&objects, "NetworkPolicy", "-worker")["spec"]["egress"];
+    // DNS, database, apiserver, Windmill.
+    assert_eq!(egress.as_array().unwrap().len(), 4);
+    assert_eq!(
+        egress[0]["to"],
+        serde_json::json!([{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }])
+    );
+    assert!(egress[1].get("to").is_none(), "database: any address");
+    assert_eq!(
+        egress[1]["ports"],
+        serde_json::json!([{"port": 5432, "protocol": "TCP"}])
+    );
+    assert!(egress[2].get("to").is_none(), "apiserver: any address");
+
+    let full = full();
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    let objects = template(&full);
+    let egress = &one(&objects, "NetworkPolicy", "-worker")["spec"]["egress"];
+    assert_eq!(egress.as_array().unwrap().len(), 5, "plus extraEgress");
+    assert_eq!(
+        egress[1]["to"],
+        serde_json::json!([{"ipBlock": {"cidr": "10.20.0.0/24"}}])
+    );
+    assert_eq!(
+        egress[2]["to"],
+        serde_json::json!([{"ipBlock": {"cidr": "10.0.0.10/32"}}, {"ipBlock": {"cidr": "10.0.0.11/32"}}])
+    );
+    let jobs = &one(&objects, "NetworkPolicy", "-jobs")["spec"]["egress"];
+    assert_eq!(
+        jobs.as_array().unwrap().len(),
+        3,
+        "DNS, Windmill, extraEgress"
+    );
+    assert_eq!(jobs[2]["to"][0]["ipBlock"]["cidr"], "10.40.0.5/32");
+
+    let mut off = DEFAULT.to_vec();
+    off.extend(["--set", "networkPolicy.enabled=false"]);
+    assert!(!kinds(&template(&off)).contains_key("NetworkPolicy"));
+}
+
+/// Secrets are referenced, never rendered: no Secret object, the env reads them from the
+/// existing Secrets, and nothing that looks like a credential appears anywhere.
+#[test]
+fn no_secret_values_are_rendered() {
+    for (values, objects) in both() {
+        assert!(!kinds(&objects).contains_key("Secret"), "{values}");
+        let container = worker_container(&objects);
+        let database = env_var(container, "FLEXT_DATABASE_URL");
+        assert!(database.get("value").is_none(), "{values}");
+        assert!(database["valueFrom"]["secretKeyRef"]["name"].is_string());
+        let all = serde_json::to_string(&objects).unwrap();
+        for needle in ["postgres://", "postgresql://", "password"] {
+            assert!(!all.contains(needle), "{values}: `{needle}` rendered");
+        }
+    }
+    let full = full();
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    let objects = template(&full);
+    let container = worker_container(&objects);
+    assert_eq!(
+        env_var(container, "FLEXT_DATABASE_URL")["valueFrom"]["secretKeyRef"],
+        serde_json::json!({"name": "windmill-db", "key": "database-url"})
+    );
+    assert_eq!(
+        env_var(container, "FLEXT_WINDMILL_TOKEN")["valueFrom"]["secretKeyRef"],
+        serde_json::json!({"name": "windmill-superadmin", "key": "api-token"})
+    );
+    assert_eq!(
+        env_var(container, "FLEXT_WINDMILL_URL")["value"],
+        "http://windmill-app.windmill.svc:8000"
+    );
+    // No value can carry one: the schema has no such keys.
+    let mut values = DEFAULT.to_vec();
+    values.extend([
+        "--set",
+        "database.url=postgres://windmill:hunter2@db/windmill",
+    ]);
+    let error = try_template(&values).unwrap_err();
+    assert!(error.contains("'url' not allowed"), "{error}");
+}
+
+/// Each bad value fails `helm template` (and so `install`) with the field's name.
+#[test]
+fn bad_values_fail_with_the_field_name() {
+    let cases: &[(&[&str], &str)] = &[
+        // A typo at the top level and in a nested object.
+        (&["--set", "replicaCont=2"], "replicaCont"),
+        (&["--set", "networkPolicy.enabeld=false"], "enabeld"),
+        (&["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
+        (&["--set-string", "replicaCount=two"], "replicaCount"),
+        (&["--set", "replicaCount=-1"], "replicaCount"),
+        (
+            &["--set", "podDisruptionBudget.maxUnavailable=half"],
+            "maxUnavailable",
+        ),
+        (&["--set", "jobs.namespace=Not_A_Namespace"], "namespace"),
+        (&["--set", "windmill.url=windmill:8000"], "url"),
+        (
+            &["--set", "networkPolicy.database.cidrs[0]=10.0.0.1"],
+            "cidrs",
+        ),
+        (
+            &["--set", "config.cluster.namespace=elsewhere"],
+            "jobs.namespace",
+        ),
+        (
+            &["--set", "config.job_template.service_account=other"],
+            "jobs.serviceAccount.name",
+        ),
+        (&["--set", "config.worker.name=fixed"], "config.worker.name"),
+        (
+            &["--set", "config.windmill.worker_group=has space"],
+            "worker_group",
+        ),
+        (&["--set", "windmill.existingSecret=token"], "windmill.url"),
+        (
+            &["--set", "jobs.createNamespace=true"],
+            "jobs.createNamespace",
+        ),
+    ];
+    for (extra, field) in cases {
+        let mut values = DEFAULT.to_vec();
+        values.extend_from_slice(extra);
+        let error = try_template(&values)
+            .map(|_| String::new())
+            .expect_err(&format!("{extra:?} rendered"));
+        assert!(
+            error.contains(field),
+            "{extra:?}: no `{field}` in:\n{error}"
+        );
+    }
+    // Without the database Secret: install and lint fail naming it.
+    let error = try_template(&[]).unwrap_err();
+    assert!(error.contains("existingSecret"), "{error}");
+    let chart = chart();
+    let out = helm(&["lint", chart.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("existingSecret"), "{}", text(&out));
+}

@@ -533,17 +533,7 @@ impl Drop for Scratch {
 
 /// The labels of a job pod as the built worker renders it with the chart's config.
 fn job_pod(objects: &[Value]) -> Value {
-    let mut config: Value = serde_yaml_ng::from_str(&config_text(objects)).unwrap();
-    // `job_template.service_account` arrives with another change of the worker; until its
-    // config knows the field, the worker would refuse it (unknown fields are errors).
-    let knows_service_account =
-        include_str!("../src/config/settings.rs").contains("pub service_account:");
-    if !knows_service_account {
-        config["runtime"]["config"]["job_template"]
-            .as_object_mut()
-            .unwrap()
-            .remove("service_account");
-    }
+    let config: Value = serde_yaml_ng::from_str(&config_text(objects)).unwrap();
     let scratch = Scratch::new();
     let config_path = scratch.0.join("config.yaml");
     std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
@@ -570,12 +560,10 @@ fn job_pod(objects: &[Value]) -> Value {
         .find(|o| o["kind"] == "Job")
         .unwrap()
         .clone();
-    if knows_service_account {
-        assert_eq!(
-            job["spec"]["template"]["spec"]["serviceAccountName"],
-            config["runtime"]["config"]["job_template"]["service_account"]
-        );
-    }
+    assert_eq!(
+        job["spec"]["template"]["spec"]["serviceAccountName"],
+        config["runtime"]["config"]["job_template"]["service_account"]
+    );
     job["spec"]["template"].clone()
 }
 

@@ -325,6 +325,22 @@ mod tests {
         assert_eq!(verbs, REQUIRED.len());
     }
 
+    /// The chart's Role is this list: same rules, same verbs, nothing more.
+    #[test]
+    fn the_helm_charts_role_has_exactly_these_rules() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/helm/flext-kubernetes/files/rbac-rules.yaml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let text = text.replace(
+            r#"'{{ include "flext-kubernetes.jobNamespace" . }}'"#,
+            "the-job-namespace",
+        );
+        let chart: Vec<PolicyRule> = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(chart, role_rules("the-job-namespace"));
+    }
+
     #[test]
     fn the_report_names_each_missing_permission_with_its_rule() {
         let missing = Missing {

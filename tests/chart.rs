@@ -9,75 +9,25 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::process::Command;
 
+mod common;
+
+use common::tools::{chart, helm, text};
 use serde::Deserialize;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flext-kubernetes");
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// The release the tests install, and its namespace.
 const RELEASE: &str = "flext";
 const NAMESPACE: &str = "flext-system";
-
-fn chart() -> PathBuf {
-    Path::new(ROOT).join("deploy/helm/flext-kubernetes")
-}
 
 fn full_values() -> String {
     chart()
         .join("ci/full-values.yaml")
         .to_string_lossy()
         .into_owned()
-}
-
-/// The helm binary, from `scripts/tools helm` (once per test process: the tests run in parallel,
-/// and the first call may build it).
-fn helm_bin() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let out = Command::new(Path::new(ROOT).join("scripts/tools"))
-            .arg("helm")
-            .output()
-            .expect("running scripts/tools helm");
-        assert!(
-            out.status.success(),
-            "scripts/tools helm failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dir = String::from_utf8(out.stdout).unwrap();
-        Path::new(dir.trim()).join("helm")
-    })
-}
-
-fn helm(args: &[&str]) -> Output {
-    Command::new(helm_bin())
-        .args(args)
-        // No user or repository state: the chart has no dependencies.
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("flext-chart-helm/cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("flext-chart-helm/config"),
-        )
-        .env(
-            "HELM_DATA_HOME",
-            std::env::temp_dir().join("flext-chart-helm/data"),
-        )
-        .output()
-        .expect("running helm")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// `helm template` of the chart with `values` (`--set`, `-f` ... arguments): the objects, or

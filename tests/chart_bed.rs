@@ -9,56 +9,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
+use common::tools::{chart, helm, kubectl, kubectl_ok, text};
 use serde_json::Value;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn chart() -> PathBuf {
-    Path::new(ROOT).join("deploy/helm/flext-kubernetes")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// `kubectl` against the bed, refusing any other cluster (the test creates and deletes
-/// namespaces).
-fn kubectl(args: &[&str]) -> Output {
-    let kubeconfig = std::env::var_os("KUBECONFIG");
-    let dir = std::env::var_os("FLEXT_TESTBED_DIR");
-    if let Err(refused) = common::bed::check_is_the_bed(kubeconfig.as_deref(), dir.as_deref()) {
-        panic!("{refused}");
-    }
-    Command::new("kubectl")
-        .args(args)
-        .output()
-        .expect("running kubectl (on PATH after `eval \"$(scripts/testbed env)\"`)")
-}
-
-fn kubectl_ok(args: &[&str]) -> String {
-    let out = kubectl(args);
-    assert!(out.status.success(), "kubectl {args:?}:\n{}", text(&out));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn helm() -> PathBuf {
-    let out = Command::new(Path::new(ROOT).join("scripts/tools"))
-        .arg("helm")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "scripts/tools helm:\n{}", text(&out));
-    Path::new(String::from_utf8(out.stdout).unwrap().trim()).join("helm")
-}
-
 fn helm_template(release_namespace: &str, values: &[&str]) -> String {
-    let helm = helm();
     let chart = chart();
     let mut args = vec![
         "template",
@@ -68,7 +24,7 @@ fn helm_template(release_namespace: &str, values: &[&str]) -> String {
         release_namespace,
     ];
     args.extend_from_slice(values);
-    let out = Command::new(helm).args(&args).output().unwrap();
+    let out = helm(&args);
     assert!(out.status.success(), "helm {args:?}:\n{}", text(&out));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -228,19 +184,16 @@ fn the_install_notes_say_how_to_check_the_install() {
     // Only the bed, as everywhere here.
     kubectl_ok(&["version", "-o", "json"]);
     let chart = chart();
-    let out = Command::new(helm())
-        .args([
-            "install",
-            "flext",
-            chart.to_str().unwrap(),
-            "--namespace",
-            "flext",
-            "--dry-run=client",
-            "--set",
-            "database.existingSecret=windmill-db",
-        ])
-        .output()
-        .unwrap();
+    let out = helm(&[
+        "install",
+        "flext",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "flext",
+        "--dry-run=client",
+        "--set",
+        "database.existingSecret=windmill-db",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let notes = String::from_utf8(out.stdout).unwrap();
     let notes = &notes[notes.find("NOTES:").expect("notes")..];

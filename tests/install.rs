@@ -7,11 +7,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use common::bed::{LIMIT, bed_settings, client};
 use common::stock::StockWorker;
+use common::tools::text;
 use common::{TestDb, WindmillJob, completed, eventually};
 use flext_kubernetes::executor::kubernetes::access;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, ServiceAccount};
@@ -164,15 +165,6 @@ fn flext(args: &[&str], config: &Path, db_url: &str) -> Command {
     command
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn is_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> bool {
     matches!(result, Err(kube::Error::Api(status)) if status.code == 403)
 }
@@ -292,4 +284,175 @@ fn tempdir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("flext-install-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The worker image `scripts/test` built and pushed to the bed's registry
+/// (`FLEXT_TEST_WORKER_IMAGE`, `<registry>/<repository>:<tag>`), as repository and tag.
+fn worker_image() -> (String, String) {
+    let image = std::env::var("FLEXT_TEST_WORKER_IMAGE").unwrap_or_else(|_| {
+        panic!(
+            "FLEXT_TEST_WORKER_IMAGE is not set: run the tests with scripts/test (it builds the worker image and \
+             pushes it to the test bed's registry), or export FLEXT_TEST_WORKER_IMAGE=\"$(scripts/build-image --push)\""
+        )
+    });
+    let slash = image.rfind('/').unwrap_or(0);
+    match image[slash..].rfind(':') {
+        Some(colon) => (
+            image[..slash + colon].to_owned(),
+            image[slash + colon + 1..].to_owned(),
+        ),
+        None => (image, "latest".to_owned()),
+    }
+}
+
+/// The pods of `namespace` that a `NetworkPolicy`'s `podSelector` (`matchLabels`) selects.
+async fn selected(client: &Client, namespace: &str, policy: &str) -> Vec<String> {
+    let policy: serde_json::Value = serde_json::from_str(&common::tools::kubectl_ok(&[
+        "get",
+        "networkpolicy",
+        policy,
+        "-n",
+        namespace,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let selector: Vec<String> = policy["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+        .collect();
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&selector.join(",")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect()
+}
+
+/// The chart installs the worker as a pod from the real image (pulled from the bed's registry),
+/// with in-cluster config and its ServiceAccount's token under the chart's Role; it runs a
+/// Windmill job end to end; job pods' init container runs from the same pulled image; the
+/// `NetworkPolicies` select the pods they should; and when the worker pod is deleted mid-job, its
+/// replacement (same name) adopts the job, which completes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_installs_a_worker_that_runs_jobs_and_survives_its_pod() {
+    let (repository, tag) = worker_image();
+    let admin = client().await;
+    let ns = TestNamespace::new(&admin, "install").await;
+    let db = TestDb::new().await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "windmill-db"}, "stringData": {"url": db.url}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), &ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    StockWorker::new(&db.pool).spawn(stop.clone());
+    let job_tag = "k8s-install";
+    let config = json!({
+        "windmill": {"worker_group": "install", "tags": [job_tag]},
+        "resources": {"default_cpu": "10m", "default_memory": "128Mi", "default_storage": "1Gi"},
+        "executor": {"image_pull_grace": "3s", "pending_budget": "10m"},
+        "worker": {"poll_interval": "50ms", "heartbeat_interval": "1s", "shutdown_grace": "2s"},
+    })
+    .to_string();
+    let chart = common::tools::chart();
+    let out = common::tools::helm(&[
+        "install",
+        "flext-kubernetes",
+        chart.to_str().unwrap(),
+        "--namespace",
+        &ns.name,
+        "--set",
+        &format!("image.repository={repository}"),
+        "--set",
+        &format!("image.tag={tag}"),
+        "--set",
+        "database.existingSecret=windmill-db",
+        "--set-json",
+        &format!("config={config}"),
+    ]);
+    assert!(out.status.success(), "helm install:\n{}", text(&out));
+    let worker = "wk-install-flext-kubernetes-0";
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns.name);
+
+    // A job end to end, claimed by the worker pod.
+    let id = WindmillJob::script("u/alice/installed", "def main(x):\n    return x + 1\n")
+        .tag(job_tag)
+        .args(json!({"x": 41}))
+        .push(&db)
+        .await;
+    let done = eventually("the installed worker to complete a job", LIMIT * 2, || async {
+        completed(&db, id)
+            .await
+            .filter(|c| c.worker.as_deref() != Some("wk-default-stock"))
+    })
+    .await;
+    assert_eq!(done.status, "success", "{done:?}");
+    assert_eq!(done.result, Some(json!(42)));
+    assert_eq!(done.worker.as_deref(), Some(worker));
+    let first = pods.get("flext-kubernetes-0").await.unwrap();
+    let status = first.status.clone().unwrap().container_statuses.unwrap();
+    assert!(
+        status[0].image_id.contains("@sha256:"),
+        "the worker runs from the pulled image: {status:?}"
+    );
+
+    // A longer job: the worker pod is deleted while it runs.
+    let code = "import time\ndef main():\n    print('long job starts', flush=True)\n    time.sleep(10)\n    print('long job ends', flush=True)\n    return 'done'\n";
+    let id = WindmillJob::script("u/alice/long", code)
+        .tag(job_tag)
+        .push(&db)
+        .await;
+    let job_pod = eventually("the job's pod to run its code", LIMIT, || async {
+        let log = common::logs(&db, id).await;
+        if !log.contains("long job starts") {
+            return None;
+        }
+        pods.list(&ListParams::default().labels(&format!("flext.dev/job-id={id}")))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .next()
+    })
+    .await;
+    let init = &job_pod.status.clone().unwrap().init_container_statuses.unwrap()[0];
+    assert!(
+        init.image_id.contains("@sha256:") && init.image.contains(&repository),
+        "the runner comes from the pulled worker image: {init:?}"
+    );
+    let job_pod_name = job_pod.metadata.name.clone().unwrap();
+    let jobs_selected = selected(&admin, &ns.name, "flext-kubernetes-jobs").await;
+    let worker_selected = selected(&admin, &ns.name, "flext-kubernetes-worker").await;
+    assert_eq!(jobs_selected, [job_pod_name]);
+    assert_eq!(worker_selected, ["flext-kubernetes-0"]);
+
+    pods.delete("flext-kubernetes-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    let done = eventually("the replacement worker to finish the job", LIMIT * 2, || async {
+        completed(&db, id)
+            .await
+            .filter(|c| c.worker.as_deref() != Some("wk-default-stock"))
+    })
+    .await;
+    stop.cancel();
+    assert_eq!(done.status, "success", "{done:?}");
+    assert_eq!(done.result, Some(json!("done")));
+    assert_eq!(done.worker.as_deref(), Some(worker));
+    let second = pods.get("flext-kubernetes-0").await.unwrap();
+    assert_ne!(
+        second.metadata.uid, first.metadata.uid,
+        "a new worker pod finished the job"
+    );
+    let log = common::logs(&db, id).await;
+    assert_eq!(log.matches("long job starts").count(), 1, "{log}");
+    assert_eq!(log.matches("long job ends").count(), 1, "{log}");
 }

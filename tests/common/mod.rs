@@ -6,6 +6,7 @@
 
 pub mod bed;
 pub mod stock;
+pub mod tools;
 pub mod windmill_api;
 
 use std::collections::BTreeMap;

@@ -145,11 +145,11 @@ type refRecord struct {
 	Manifest string `json:"manifest"`
 }
 
-// pullResult says what happened, for the Pulling/Pulled events.
+// pullResult says what happened, for the Pulled event.
 type pullResult struct {
-	pulled   bool // fetched and unpacked now (else already present)
+	pulled   bool // the registry was asked (else the cached image was used)
 	duration time.Duration
-	size     int64
+	size     int64 // of the layers, compressed, as the manifest says
 }
 
 // get returns the image for a reference on the bed's registry, pulling it as the policy says.
@@ -194,12 +194,18 @@ func (s *imageStore) get(ctx context.Context, named reference.Named, policy core
 		return nil, pullResult{}, pullErr(err)
 	}
 	rec = refRecord{Reference: key, Digest: desc.Digest.String(), Manifest: manifest.String()}
-	res := pullResult{}
+	// Pulled, as the kubelet says after asking the registry, even when the digest was already
+	// unpacked (Always with an unchanged tag).
+	res := pullResult{pulled: true}
+	if m, err := img.Manifest(); err == nil {
+		for _, l := range m.Layers {
+			res.size += l.Size
+		}
+	}
 	if _, err := os.Stat(s.imageDir(rec.Manifest)); err != nil {
-		if res.size, err = s.unpack(img, rec.Manifest); err != nil {
+		if err := s.unpack(img, rec.Manifest); err != nil {
 			return nil, pullResult{}, pullErr(err)
 		}
-		res.pulled = true
 	}
 	res.duration = time.Since(start)
 	if err := s.writeRef(rec); err != nil {
@@ -236,7 +242,7 @@ func (s *imageStore) writeRef(rec refRecord) error {
 // unpack fetches the image's layers and unpacks them, in order, into a fresh directory that is
 // then renamed to its digest's place. Pulls of the same image in this agent wait for each other;
 // should two unpack it anyway, the second rename fails and its copy is thrown away.
-func (s *imageStore) unpack(img v1.Image, digest string) (int64, error) {
+func (s *imageStore) unpack(img v1.Image, digest string) error {
 	s.mu.Lock()
 	l, ok := s.locks[digest]
 	if !ok {
@@ -248,57 +254,52 @@ func (s *imageStore) unpack(img v1.Image, digest string) (int64, error) {
 	defer l.Unlock()
 	final := s.imageDir(digest)
 	if _, err := os.Stat(final); err == nil {
-		return 0, nil // unpacked by the pull we waited for
+		return nil // unpacked by the pull we waited for
 	}
 	if err := os.MkdirAll(filepath.Join(s.dir, "tmp"), 0o700); err != nil {
-		return 0, err
+		return err
 	}
 	tmp, err := os.MkdirTemp(filepath.Join(s.dir, "tmp"), "unpack-")
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer os.RemoveAll(tmp)
 	rootfs := filepath.Join(tmp, "rootfs")
 	if err := os.Mkdir(rootfs, 0o755); err != nil {
-		return 0, err
+		return err
 	}
 	layers, err := img.Layers()
 	if err != nil {
-		return 0, err
+		return err
 	}
-	var size int64
 	for i, layer := range layers {
-		n, err := layer.Size()
-		if err == nil {
-			size += n
-		}
 		rc, err := layer.Uncompressed()
 		if err != nil {
-			return 0, fmt.Errorf("layer %d: %w", i, err)
+			return fmt.Errorf("layer %d: %w", i, err)
 		}
 		err = unpackLayer(rootfs, rc)
 		rc.Close()
 		if err != nil {
-			return 0, fmt.Errorf("unpack layer %d: %w", i, err)
+			return fmt.Errorf("unpack layer %d: %w", i, err)
 		}
 	}
 	config, err := img.RawConfigFile()
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if err := os.WriteFile(filepath.Join(tmp, "config.json"), config, 0o644); err != nil {
-		return 0, err
+		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
-		return 0, err
+		return err
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		if _, statErr := os.Stat(final); statErr == nil {
-			return size, nil // another agent process won the race: same content
+			return nil // another agent process won the race: same content
 		}
-		return 0, err
+		return err
 	}
-	return size, nil
+	return nil
 }
 
 // load reads an unpacked image's config.

@@ -91,8 +91,8 @@ type passwdEntry struct {
 	members []string // /etc/group only
 }
 
-// readIDFile parses the image's /etc/passwd (kind "passwd") or /etc/group ("group"); a missing
-// file is empty.
+// readIDFile parses the image's /etc/passwd (file "passwd") or /etc/group ("group"); a missing
+// file has no entries.
 func readIDFile(rootfs, file string) []passwdEntry {
 	p, err := securejoin.SecureJoin(rootfs, "/etc/"+file)
 	if err != nil {

@@ -712,3 +712,303 @@ async fn pods_of_a_lost_node_are_failed_and_removed_by_the_pod_gc() {
     .await;
     cleanup(&client, &ns).await;
 }
+
+/// A one-file image of the bed's own static `kubectl` (at `/kubectl`, its entrypoint), with an
+/// `/etc/passwd` naming user 65532 and `KUBECONFIG` in its env: a program that can show, through
+/// the files it writes and the API calls it makes, who it runs as and what it was given. Pushed to
+/// the bed's registry under a tag of its own, so that nothing of it is cached yet.
+async fn kubectl_image(user: &str, cmd: &[&str]) -> common::oci::Pushed {
+    use common::oci::{File, Image, push};
+    let dir =
+        std::env::var("FLEXT_TESTBED_DIR").expect("FLEXT_TESTBED_DIR, from scripts/testbed env");
+    let kubectl = std::fs::read(format!("{dir}/tools/kubectl")).expect("the bed's kubectl");
+    let image = Image {
+        dirs: vec![
+            ("etc".into(), 0),
+            ("home".into(), 0),
+            ("home/nonroot".into(), 65532),
+        ],
+        files: vec![
+            File::new("kubectl", kubectl, 0o755),
+            File::new(
+                "etc/passwd",
+                "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
+                0o644,
+            ),
+            File::new("etc/group", "root:x:0:\nnonroot:x:65532:\n", 0o644),
+        ],
+        entrypoint: vec!["/kubectl".into()],
+        cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
+        env: vec!["PATH=/".into(), "KUBECONFIG=/shared/kubeconfig".into()],
+        user: user.into(),
+    };
+    push(
+        "flext-test/kubectl",
+        &format!(
+            "{}-{:08x}",
+            if user.is_empty() { "root" } else { "user" },
+            rand_u32()
+        ),
+        &image,
+    )
+    .await
+}
+
+fn container_status<'a>(
+    pod: &'a Pod,
+    name: &str,
+) -> &'a k8s_openapi::api::core::v1::ContainerStatus {
+    let status = pod.status.as_ref().expect("a pod status");
+    status
+        .init_container_statuses
+        .iter()
+        .chain(status.container_statuses.iter())
+        .flatten()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no status for container {name}: {status:?}"))
+}
+
+#[tokio::test]
+async fn pulled_image_runs_with_its_entrypoint_env_and_user_and_can_read_its_volumes() {
+    let client = client().await;
+    let ns = namespace(&client, "image").await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    let image = kubectl_image(
+        "65532",
+        &[
+            "config",
+            "set-cluster",
+            "from-cmd",
+            "--server=https://cmd.invalid",
+        ],
+    )
+    .await;
+    let kubeconfig = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster: {{server: \"https://{name}.invalid\"}}\n"
+        )
+    };
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "kc"}, "data": {"config": kubeconfig("configmap")}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "kc"}, "stringData": {"config": kubeconfig("secret")}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let shared = json!([{"name": "shared", "mountPath": "/shared"}]);
+    let init = json!([
+        // No command, no args: the image's Entrypoint and Cmd; its env's KUBECONFIG says where.
+        {"name": "from-image", "image": image.reference, "volumeMounts": shared},
+        // args replace the Cmd only; runAsUser replaces the image's user.
+        {"name": "run-as", "image": image.reference, "securityContext": {"runAsUser": 4242}, "volumeMounts": shared,
+         "args": ["config", "set-cluster", "from-args", "--server=https://args.invalid", "--kubeconfig=/shared/run-as"]},
+        // In-cluster: the service account token and CA, read as 65532 (the container's env wins
+        // over the image's KUBECONFIG, and a missing file means in-cluster configuration).
+        {"name": "in-cluster", "image": image.reference, "env": [{"name": "KUBECONFIG", "value": "/none"}],
+         "args": ["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]},
+        // A ConfigMap file, and a Secret file of mode 0400 readable through the pod's fsGroup.
+        {"name": "configs", "image": image.reference,
+         "env": [{"name": "KUBECONFIG", "value": "/etc/cm/config:/etc/secret/config"}],
+         "args": ["config", "view", "-o", "jsonpath={.clusters[*].cluster.server}"],
+         "volumeMounts": [{"name": "cm", "mountPath": "/etc/cm"}, {"name": "secret", "mountPath": "/etc/secret"}]}
+    ]);
+    let main = json!({
+        "name": "check", "image": "busybox:1.36", "volumeMounts": shared,
+        "command": ["sh", "-c", "stat -c '%u:%g %n' /shared/kubeconfig /shared/run-as; grep -h server: /shared/kubeconfig /shared/run-as"]
+    });
+    let extra = json!({"template": {"spec": {
+        "initContainers": init,
+        "securityContext": {"fsGroup": 2000},
+        "volumes": [
+            {"name": "shared", "emptyDir": {}},
+            {"name": "cm", "configMap": {"name": "kc"}},
+            {"name": "secret", "secret": {"secretName": "kc", "defaultMode": 0o400}}
+        ]
+    }}});
+    jobs.create(&PostParams::default(), &job("pulled", &main, &extra))
+        .await
+        .unwrap();
+    let done = job_condition(&jobs, "pulled", "Complete").await;
+    let pod = job_pods(&pods, "pulled").await.remove(0);
+    let name = pod.metadata.name.clone().unwrap();
+    let logs = |container: &'static str| {
+        let pods = pods.clone();
+        let name = name.clone();
+        async move {
+            pods.logs(
+                &name,
+                &LogParams {
+                    container: Some(container.into()),
+                    ..LogParams::default()
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        done.as_deref(),
+        Some("CompletionsReached"),
+        "{:?}",
+        pod.status
+    );
+    assert_eq!(
+        logs("check").await,
+        "65532:2000 /shared/kubeconfig\n4242:2000 /shared/run-as\n    server: https://cmd.invalid\n    server: https://args.invalid\n",
+        "files written in the emptyDir belong to the image's user (65532) and to runAsUser (4242); \
+         the group is the fsGroup, the emptyDir being setgid as on a node"
+    );
+    assert_eq!(
+        logs("in-cluster").await,
+        format!("system:serviceaccount:{ns}:default\n")
+    );
+    assert_eq!(
+        logs("configs").await,
+        "https://configmap.invalid https://secret.invalid\n"
+    );
+    let registry = common::oci::registry();
+    let status = container_status(&pod, "from-image");
+    assert_eq!(status.image, image.reference);
+    assert_eq!(
+        status.image_id,
+        format!("{registry}/flext-test/kubectl@{}", image.digest)
+    );
+    cleanup(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn pulled_image_has_its_own_root_without_the_hosts_programs() {
+    let client = client().await;
+    let ns = namespace(&client, "imageroot").await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let image = kubectl_image("65532", &[]).await;
+    jobs.create(
+        &PostParams::default(),
+        &job("nosh", &json!({"name": "main", "image": image.reference, "command": ["/bin/sh", "-c", "true"]}), &json!({})),
+    )
+    .await
+    .unwrap();
+    let pod = the_pod(&pods, "nosh", "terminated", |p| {
+        main_state(p).is_some_and(|s| s.terminated.is_some())
+    })
+    .await;
+    let t = main_state(&pod).unwrap().terminated.unwrap();
+    assert_eq!(
+        (t.exit_code, t.reason.as_deref()),
+        (128, Some("StartError")),
+        "{t:?}"
+    );
+    assert_eq!(
+        t.message.as_deref(),
+        Some(r#"exec: "/bin/sh": stat /bin/sh: no such file or directory"#),
+        "the host's /bin/sh must not be visible in the image's root"
+    );
+    cleanup(&client, &ns).await;
+}
+
+/// The container's waiting state once its reason is `reason`.
+async fn waiting_for(pods: &Api<Pod>, job: &str, reason: &'static str) -> String {
+    let pod = the_pod(pods, job, reason, |p| {
+        main_state(p)
+            .and_then(|s| s.waiting)
+            .and_then(|w| w.reason)
+            .as_deref()
+            == Some(reason)
+    })
+    .await;
+    main_state(&pod)
+        .unwrap()
+        .waiting
+        .unwrap()
+        .message
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn run_as_non_root_with_a_root_image_is_a_create_container_config_error() {
+    let client = client().await;
+    let ns = namespace(&client, "nonroot").await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let root = kubectl_image("", &["version", "--client"]).await;
+    jobs.create(
+        &PostParams::default(),
+        &job(
+            "root",
+            &json!({"name": "main", "image": root.reference, "securityContext": {"runAsNonRoot": true}}),
+            &json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    let msg = waiting_for(&pods, "root", "CreateContainerConfigError").await;
+    let pod = job_pods(&pods, "root").await.remove(0);
+    let (name, uid) = (pod.metadata.name.unwrap(), pod.metadata.uid.unwrap());
+    assert_eq!(
+        msg,
+        format!(
+            "container has runAsNonRoot and image will run as root (pod: \"{name}_{ns}({uid})\", container: main)"
+        )
+    );
+    cleanup(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn never_pulled_and_unknown_images_wait_with_the_kubelets_reasons() {
+    let client = client().await;
+    let ns = namespace(&client, "policy").await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    // On the registry, but never pulled on this node.
+    let fresh = kubectl_image("65532", &["version", "--client"]).await;
+    let unknown = format!("{}/flext-test/kubectl:no-such-tag", common::oci::registry());
+    for (name, image, policy) in [
+        ("never", &fresh.reference, "Never"),
+        ("unknown", &unknown, "IfNotPresent"),
+    ] {
+        jobs.create(
+            &PostParams::default(),
+            &job(
+                name,
+                &json!({"name": "main", "image": image, "imagePullPolicy": policy}),
+                &json!({}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        waiting_for(&pods, "never", "ErrImageNeverPull").await,
+        format!(
+            "Container image \"{}\" is not present with pull policy of Never",
+            fresh.reference
+        )
+    );
+    let msg = waiting_for(&pods, "unknown", "ErrImagePull").await;
+    assert!(
+        msg.starts_with(&format!("Failed to pull image \"{unknown}\": ")),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("MANIFEST_UNKNOWN"),
+        "the registry's answer: {msg}"
+    );
+    waiting_for(&pods, "unknown", "ImagePullBackOff").await;
+    cleanup(&client, &ns).await;
+}

@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::missing_panics_doc)]
 
 pub mod bed;
+pub mod oci;
 pub mod stock;
 pub mod tools;
 pub mod windmill_api;

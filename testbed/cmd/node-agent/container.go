@@ -68,16 +68,28 @@ func (c *containerRun) runToEnd(volumes map[string]string) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		img, full, err := a.cfg.resolveImage(c.spec.Image)
+		img, err := a.pullImage(ctx, w.pod, &c.spec)
 		if err != nil {
 			var ie *imageError
-			errors.As(err, &ie)
+			if !errors.As(err, &ie) {
+				ie = &imageError{"ErrImagePull", err.Error()}
+			}
 			c.setWaiting(ie.Reason, ie.Message)
-			a.event(w.pod, corev1.EventTypeWarning, "Failed", ie.Message)
-			if ie.Reason == "InvalidImageName" {
+			switch ie.Reason {
+			case "InvalidImageName":
+				a.event(w.pod, corev1.EventTypeWarning, "Failed", ie.Message)
 				<-ctx.Done()
 				return false
+			case "ErrImageNeverPull":
+				// The kubelet retries at each pod sync, staying in ErrImageNeverPull.
+				a.event(w.pod, corev1.EventTypeWarning, "ErrImageNeverPull", ie.Message)
+				if !sleepCtx(ctx, pullBackoff) {
+					return false
+				}
+				pullBackoff = min(pullBackoff*2, 300*time.Second)
+				continue
 			}
+			a.event(w.pod, corev1.EventTypeWarning, "Failed", ie.Message)
 			if !sleepCtx(ctx, 2*time.Second) {
 				return false
 			}
@@ -90,7 +102,7 @@ func (c *containerRun) runToEnd(volumes map[string]string) bool {
 			pullBackoff = min(pullBackoff*2, 300*time.Second)
 			continue
 		}
-		env, err := a.containerEnv(ctx, w.pod, &c.spec, img)
+		run, err := a.containerConfig(ctx, w.pod, &c.spec, img)
 		if err != nil {
 			var ce *configError
 			if errors.As(err, &ce) {
@@ -102,7 +114,7 @@ func (c *containerRun) runToEnd(volumes map[string]string) bool {
 			}
 			continue
 		}
-		exitCode := c.execute(volumes, img, full, env)
+		exitCode := c.execute(volumes, img, run)
 		if ctx.Err() != nil {
 			return false
 		}
@@ -124,7 +136,7 @@ func (c *containerRun) runToEnd(volumes map[string]string) bool {
 }
 
 // execute runs one attempt to its end and records its terminated state; returns the exit code.
-func (c *containerRun) execute(volumes map[string]string, img *ImageConfig, imageRef string, env []string) int32 {
+func (c *containerRun) execute(volumes map[string]string, img *image, run *runConfig) int32 {
 	w, a := c.w, c.w.a
 	w.mu.Lock()
 	n := int(c.status.RestartCount)
@@ -146,19 +158,37 @@ func (c *containerRun) execute(volumes map[string]string, img *ImageConfig, imag
 		}
 	}
 	termLog := filepath.Join(dir, "termination-log")
+	// Writable by whichever user the container runs as (chmod: the umask would narrow 0666).
 	if err := os.WriteFile(termLog, nil, 0o666); err != nil {
 		return fail("StartError", err.Error())
 	}
+	if err := os.Chmod(termLog, 0o666); err != nil {
+		return fail("StartError", err.Error())
+	}
 	spec := shimSpec{
+		Lower:  "/",
 		Rootfs: filepath.Join(dir, "rootfs"), Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work"),
-		Tmp: filepath.Join(dir, "tmp"), Env: env, StartErrorFile: filepath.Join(dir, "start-error"),
+		Tmp: filepath.Join(dir, "tmp"), Env: run.env, StartErrorFile: filepath.Join(dir, "start-error"),
 		WorkingDir: c.spec.WorkingDir,
+	}
+	if img.Rootfs != "" {
+		spec.Lower = img.Rootfs
+		// The host's name resolution, as the kubelet gives every container /etc/hosts and
+		// /etc/resolv.conf (the pod shares the host's network here).
+		for _, f := range []string{"/etc/hosts", "/etc/resolv.conf"} {
+			if _, err := os.Stat(f); err == nil {
+				spec.Mounts = append(spec.Mounts, shimMount{Source: f, Target: f, ReadOnly: true})
+			}
+		}
+	}
+	if u := run.user; u != nil {
+		spec.User = &shimUser{UID: u.UID, GID: u.GID, Groups: u.Groups}
 	}
 	if spec.WorkingDir == "" {
 		spec.WorkingDir = img.WorkingDir
 	}
 	for _, m := range img.Mounts {
-		spec.Mounts = append(spec.Mounts, shimMount{Source: os.ExpandEnv(m.HostPath), Target: m.Path, ReadOnly: m.ReadOnly})
+		spec.Mounts = append(spec.Mounts, shimMount{Source: m.HostPath, Target: m.Path, ReadOnly: m.ReadOnly})
 	}
 	for _, vm := range c.spec.VolumeMounts {
 		src, ok := volumes[vm.Name]
@@ -169,6 +199,7 @@ func (c *containerRun) execute(volumes map[string]string, img *ImageConfig, imag
 			src = filepath.Join(src, filepath.Clean("/"+vm.SubPath))
 			if _, err := os.Stat(src); os.IsNotExist(err) {
 				_ = os.MkdirAll(src, 0o777)
+				_ = os.Chmod(src, 0o777)
 			}
 		}
 		spec.Mounts = append(spec.Mounts, shimMount{Source: src, Target: vm.MountPath, ReadOnly: vm.ReadOnly})
@@ -178,7 +209,7 @@ func (c *containerRun) execute(volumes map[string]string, img *ImageConfig, imag
 		tmp = corev1.TerminationMessagePathDefault
 	}
 	spec.Mounts = append(spec.Mounts, shimMount{Source: termLog, Target: tmp})
-	spec.Argv = c.argv(img, env)
+	spec.Argv = c.argv(img, run.vars)
 
 	var limit int64
 	if q, ok := c.spec.Resources.Limits[corev1.ResourceMemory]; ok {
@@ -242,7 +273,7 @@ func (c *containerRun) execute(volumes map[string]string, img *ImageConfig, imag
 	c.attempts = append(c.attempts, at)
 	c.status.State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: started}}
 	c.status.Ready, c.status.Started = !c.isInit, ptrTo(true)
-	c.status.ContainerID, c.status.ImageID = containerID, "testbed://"+imageRef
+	c.status.ContainerID, c.status.ImageID = containerID, img.ID
 	w.mu.Unlock()
 	w.markDirty()
 
@@ -325,14 +356,14 @@ func (c *containerRun) execute(volumes map[string]string, img *ImageConfig, imag
 	return term.ExitCode
 }
 
-// argv applies the image/command/args rules: command replaces the image's command, args alone
-// replace it too (our images have no separate ENTRYPOINT), and $(VAR) expands from the env.
-func (c *containerRun) argv(img *ImageConfig, env []string) []string {
-	vars := map[string]string{}
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		vars[k] = v
-	}
+// argv applies Kubernetes' rules to the image's Entrypoint and Cmd: command replaces the
+// Entrypoint and drops the Cmd, args replace the Cmd; $(VAR) in command and args expands from
+// vars (the image's own Entrypoint and Cmd are not expanded). A host mapping's command is a Cmd.
+func (c *containerRun) argv(img *image, vars map[string]string) []string {
+	return containerArgv(img.Entrypoint, img.Cmd, c.spec.Command, c.spec.Args, vars)
+}
+
+func containerArgv(entrypoint, cmd, command, args []string, vars map[string]string) []string {
 	expand := func(in []string) []string {
 		out := make([]string, len(in))
 		for i, s := range in {
@@ -341,12 +372,12 @@ func (c *containerRun) argv(img *ImageConfig, env []string) []string {
 		return out
 	}
 	switch {
-	case len(c.spec.Command) > 0:
-		return append(expand(c.spec.Command), expand(c.spec.Args)...)
-	case len(c.spec.Args) > 0:
-		return expand(c.spec.Args)
+	case len(command) > 0:
+		return append(expand(command), expand(args)...)
+	case len(args) > 0:
+		return append(append([]string{}, entrypoint...), expand(args)...)
 	default:
-		return append([]string{}, img.Command...)
+		return append(append([]string{}, entrypoint...), cmd...)
 	}
 }
 

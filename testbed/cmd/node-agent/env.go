@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -16,27 +17,67 @@ type configError struct{ msg string }
 
 func (e *configError) Error() string { return e.msg }
 
-// containerEnv computes a container's environment the way the kubelet does: image env, then
-// the service variables, then envFrom, then env (with $(VAR) expansion against what precedes).
-func (a *agent) containerEnv(ctx context.Context, pod *corev1.Pod, c *corev1.Container, img *ImageConfig) ([]string, error) {
+// runConfig is a container's configuration as the kubelet generates it before creating it.
+type runConfig struct {
+	env  []string          // the process environment
+	vars map[string]string // what $(VAR) in command and args expands from
+	user *identity         // nil: root (host-mapped images)
+}
+
+// containerConfig checks the container's user (pulled images only: host-mapped images run as
+// root, whatever the securityContext says) and computes its environment. Errors are
+// CreateContainerConfigErrors.
+func (a *agent) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1.Container, img *image) (*runConfig, error) {
+	rc := &runConfig{}
+	home := "/root"
+	if img.Pulled {
+		s := effectiveSecurity(pod, c)
+		if err := verifyRunAsNonRoot(s, img.User, pod, c); err != nil {
+			return nil, err
+		}
+		id, err := resolveIdentity(img.Rootfs, img.User, s, c.Image)
+		if err != nil {
+			return nil, err
+		}
+		rc.user, home = &id, id.Home
+	}
+	var err error
+	rc.env, rc.vars, err = a.containerEnv(ctx, pod, c, img, home)
+	return rc, err
+}
+
+// containerEnv computes a container's environment the way the kubelet and the runtime do: the
+// image's env, HOSTNAME and HOME, then the service variables, envFrom, then env (with $(VAR)
+// expansion against what precedes). For a pulled image, $(VAR) sees only the variables the
+// kubelet defines, as on a node (not the image's); host mappings also expand the image's.
+func (a *agent) containerEnv(ctx context.Context, pod *corev1.Pod, c *corev1.Container, img *image, home string) ([]string, map[string]string, error) {
 	env := map[string]string{}
+	vars := env
+	if img.Pulled {
+		vars = map[string]string{}
+	}
 	var order []string
 	set := func(k, v string) {
 		if _, ok := env[k]; !ok {
 			order = append(order, k)
 		}
 		env[k] = v
+		vars[k] = v
 	}
-	keys := make([]string, 0, len(img.Env))
-	for k := range img.Env {
-		keys = append(keys, k)
+	setImage := func(k, v string) { // a variable the kubelet does not define
+		if _, ok := env[k]; !ok {
+			order = append(order, k)
+		}
+		env[k] = v
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		set(k, img.Env[k])
+	for _, kv := range img.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		setImage(k, v)
 	}
-	set("HOSTNAME", pod.Name)
-	set("HOME", "/root")
+	setImage("HOSTNAME", pod.Name)
+	if _, ok := env["HOME"]; !ok || !img.Pulled {
+		setImage("HOME", home)
+	}
 	// In-cluster clients inside pods reach the bed's apiserver directly on loopback.
 	set("KUBERNETES_SERVICE_HOST", "127.0.0.1")
 	set("KUBERNETES_SERVICE_PORT", a.apiPort)
@@ -52,7 +93,7 @@ func (a *agent) containerEnv(ctx context.Context, pod *corev1.Pod, c *corev1.Con
 				if from.ConfigMapRef.Optional != nil && *from.ConfigMapRef.Optional {
 					continue
 				}
-				return nil, &configError{fmt.Sprintf("configmap %q not found", from.ConfigMapRef.Name)}
+				return nil, nil, &configError{fmt.Sprintf("configmap %q not found", from.ConfigMapRef.Name)}
 			}
 			data = cm.Data
 		case from.SecretRef != nil:
@@ -61,7 +102,7 @@ func (a *agent) containerEnv(ctx context.Context, pod *corev1.Pod, c *corev1.Con
 				if from.SecretRef.Optional != nil && *from.SecretRef.Optional {
 					continue
 				}
-				return nil, &configError{fmt.Sprintf("secret %q not found", from.SecretRef.Name)}
+				return nil, nil, &configError{fmt.Sprintf("secret %q not found", from.SecretRef.Name)}
 			}
 			data = map[string]string{}
 			for k, v := range s.Data {
@@ -79,12 +120,12 @@ func (a *agent) containerEnv(ctx context.Context, pod *corev1.Pod, c *corev1.Con
 	}
 	for _, e := range c.Env {
 		if e.ValueFrom == nil {
-			set(e.Name, expansion.Expand(e.Value, expansion.MappingFuncFor(env)))
+			set(e.Name, expansion.Expand(e.Value, expansion.MappingFuncFor(vars)))
 			continue
 		}
 		v, ok, err := a.envValueFrom(ctx, pod, c, e.ValueFrom)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if ok {
 			set(e.Name, v)
@@ -94,7 +135,7 @@ func (a *agent) containerEnv(ctx context.Context, pod *corev1.Pod, c *corev1.Con
 	for _, k := range order {
 		out = append(out, k+"="+env[k])
 	}
-	return out, nil
+	return out, vars, nil
 }
 
 func (a *agent) envValueFrom(ctx context.Context, pod *corev1.Pod, c *corev1.Container, from *corev1.EnvVarSource) (string, bool, error) {

@@ -45,6 +45,7 @@ type agent struct {
 	pods       *podManager
 	sched      *scheduler
 	memory     *memoryLimiter
+	images     *imageStore
 	stateDir   string
 	self       string // this binary, re-executed as the container shim
 	port       int
@@ -75,14 +76,16 @@ func main() {
 	tlsKey := flag.String("tls-key", "", "serving key")
 	clientCA := flag.String("client-ca", "", "CA that signs the apiserver's client certificate; when set, the kubelet endpoint requires one")
 	control := flag.String("control-socket", "", "unix socket for test controls (node-lost, node-restore)")
+	registry := flag.String("registry", os.Getenv("FLEXT_TESTBED_REGISTRY"),
+		"host:port of the bed's image registry (plain HTTP): images named there are pulled, others mapped by the config")
 	flag.Parse()
-	if err := run(*kubeconfig, *configPath, *state, *port, *tlsCert, *tlsKey, *clientCA, *control); err != nil {
+	if err := run(*kubeconfig, *configPath, *state, *port, *tlsCert, *tlsKey, *clientCA, *control, *registry); err != nil {
 		fmt.Fprintln(os.Stderr, "node-agent:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kubeconfig, configPath, state string, port int, tlsCert, tlsKey, clientCA, control string) error {
+func run(kubeconfig, configPath, state string, port int, tlsCert, tlsKey, clientCA, control, registry string) error {
 	cfg, err := loadConfig(configPath)
 	if err != nil {
 		return err
@@ -109,6 +112,7 @@ func run(kubeconfig, configPath, state string, port int, tlsCert, tlsKey, client
 		k8sVersion: version.Get().GitVersion, bootID: randomID(), started: metav1.Now(),
 		lost: map[string]context.CancelFunc{}, live: map[string]context.CancelFunc{},
 		recentEvents: map[string]time.Time{},
+		images:       newImageStore(registry, filepath.Join(state, "images")),
 	}
 	a.pods = &podManager{a: a, workers: map[types.UID]*podWorker{}}
 	a.sched = newScheduler(a)
@@ -176,7 +180,7 @@ func run(kubeconfig, configPath, state string, port int, tlsCert, tlsKey, client
 	}
 	factory.WaitForCacheSync(ctx.Done())
 	go a.sched.run(ctx)
-	klog.Background().Info("node agent running", "nodes", len(cfg.Nodes), "port", port)
+	klog.Background().Info("node agent running", "nodes", len(cfg.Nodes), "port", port, "registry", registry)
 	<-ctx.Done()
 
 	// Shutting down: every container process dies with the agent.

@@ -16,18 +16,28 @@ import (
 // shimSpec is what the node agent hands to the shim (a re-exec of itself, started in a fresh
 // mount namespace) to build one container's file system view and exec its process.
 //
-// The container's root is an overlay whose lower layer is the host's root file system and whose
-// upper layer is private to the container attempt: programs see the host's binaries (that is
-// how images map to host runtimes) and may write anywhere without touching the host. On top:
+// The container's root is an overlay whose read-only lower layer is the image's unpacked root
+// file system (a pulled image) or the host's root (a host-mapped image: programs see the host's
+// binaries) and whose upper layer is private to the container attempt, so it may write anywhere
+// without touching the image, the host or other containers. On top:
 // a fresh /proc, the host's /sys, a minimal /dev, a private /tmp, the pod's volumes at their
 // mountPaths and the termination message file at terminationMessagePath.
 type shimSpec struct {
+	Lower                    string // the overlay's lower layer: an image's root, or "/"
 	Rootfs, Upper, Work, Tmp string
 	Mounts                   []shimMount
 	CgroupProcs              string
 	WorkingDir               string
 	Argv, Env                []string
 	StartErrorFile           string
+	User                     *shimUser // nil: stay root
+}
+
+// shimUser is who the process runs as: set in the shim after the file system is built, before
+// exec (the kernel drops every capability when the uid leaves 0).
+type shimUser struct {
+	UID, GID uint32
+	Groups   []uint32
 }
 
 type shimMount struct {
@@ -78,6 +88,22 @@ func shimMain(specPath string) {
 	if err := os.MkdirAll(wd, 0o755); err != nil {
 		fail("create working directory %q: %v", wd, err)
 	}
+	if u := spec.User; u != nil {
+		groups := make([]int, len(u.Groups))
+		for i, g := range u.Groups {
+			groups[i] = int(g)
+		}
+		// Go applies these to every thread of the process (not only the calling one).
+		if err := syscall.Setgroups(groups); err != nil {
+			fail("setgroups: %v", err)
+		}
+		if err := syscall.Setgid(int(u.GID)); err != nil {
+			fail("setgid %d: %v", u.GID, err)
+		}
+		if err := syscall.Setuid(int(u.UID)); err != nil {
+			fail("setuid %d: %v", u.UID, err)
+		}
+	}
 	if err := os.Chdir(wd); err != nil {
 		fail("chdir to working directory %q: %v", wd, err)
 	}
@@ -99,9 +125,24 @@ func buildRootfs(spec *shimSpec) error {
 			return err
 		}
 	}
+	// Anyone may write /tmp, as on a node (MkdirAll's mode is narrowed by the umask).
+	if err := os.Chmod(spec.Tmp, 0o1777); err != nil {
+		return err
+	}
+	lower := spec.Lower
+	if lower == "" {
+		lower = "/"
+	}
 	if err := syscall.Mount("overlay", r, "overlay", 0,
-		fmt.Sprintf("lowerdir=/,upperdir=%s,workdir=%s", spec.Upper, spec.Work)); err != nil {
+		fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, spec.Upper, spec.Work)); err != nil {
 		return fmt.Errorf("mount root overlay: %w", err)
+	}
+	// An image need not have its mount points (a distroless one has no /proc): they go to the
+	// private upper layer.
+	for _, d := range []string{"proc", "sys", "dev", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(r, d), 0o755); err != nil {
+			return fmt.Errorf("create /%s: %w", d, err)
+		}
 	}
 	if err := syscall.Mount("proc", filepath.Join(r, "proc"), "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)

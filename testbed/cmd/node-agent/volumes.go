@@ -24,7 +24,10 @@ func (a *agent) prepareVolumes(ctx context.Context, pod *corev1.Pod, dir string)
 		var err error
 		switch {
 		case src.EmptyDir != nil:
-			err = os.MkdirAll(target, 0o777)
+			// World-writable, as the kubelet makes it (the umask would narrow MkdirAll's mode).
+			if err = os.MkdirAll(target, 0o777); err == nil {
+				err = os.Chmod(target, 0o777)
+			}
 		case src.HostPath != nil:
 			target = src.HostPath.Path
 			if src.HostPath.Type != nil && (*src.HostPath.Type == corev1.HostPathDirectoryOrCreate) {
@@ -46,12 +49,46 @@ func (a *agent) prepareVolumes(ctx context.Context, pod *corev1.Pod, dir string)
 		default:
 			err = fmt.Errorf("volume type not supported by the flext test bed's node agent")
 		}
+		if err == nil && pod.Spec.SecurityContext != nil && pod.Spec.SecurityContext.FSGroup != nil {
+			switch {
+			case src.EmptyDir != nil:
+				err = setVolumeOwnership(target, *pod.Spec.SecurityContext.FSGroup, false)
+			case src.ConfigMap != nil, src.Secret != nil, src.DownwardAPI != nil, src.Projected != nil:
+				err = setVolumeOwnership(target, *pod.Spec.SecurityContext.FSGroup, true)
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("MountVolume.SetUp failed for volume %q : %v", v.Name, err)
 		}
 		paths[v.Name] = target
 	}
 	return paths, nil
+}
+
+// setVolumeOwnership is the kubelet's fsGroup treatment of a volume: every file and directory
+// gets the group fsGroup and group read (and write, unless the volume is read-only: Secrets,
+// ConfigMaps, downward API and projected volumes) permission; directories also setgid and group
+// search, so that files created later belong to the group too.
+func setVolumeOwnership(dir string, fsGroup int64, readOnly bool) error {
+	return filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if info.Mode()&os.ModeSymlink != 0 {
+			return nil
+		}
+		if err := os.Lchown(p, -1, int(fsGroup)); err != nil {
+			return err
+		}
+		mask := os.FileMode(0o660)
+		if readOnly {
+			mask = 0o440
+		}
+		if info.IsDir() {
+			mask |= os.ModeSetgid | 0o110
+		}
+		return os.Chmod(p, info.Mode()|mask)
+	})
 }
 
 func mode(m *int32, def os.FileMode) os.FileMode {
@@ -201,7 +238,10 @@ func (a *agent) writeToken(ctx context.Context, pod *corev1.Pod, dir string, t *
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(p, []byte(strings.TrimSpace(tr.Status.Token)), m)
+	if err := os.WriteFile(p, []byte(strings.TrimSpace(tr.Status.Token)), m); err != nil {
+		return err
+	}
+	return os.Chmod(p, m)
 }
 
 // claimDir returns the host directory backing a PersistentVolumeClaim, creating it on first use;

@@ -32,6 +32,7 @@ type bed struct {
 	pki                    *pki
 	apiPort                int
 	apiserver, kcm, agent  *component
+	registry               *imageRegistry
 	mu                     sync.Mutex // serialises apiserver stop/start
 	log                    *os.File
 }
@@ -66,7 +67,7 @@ func runCmd(args []string) error {
 	if b.pki, err = newPKI(filepath.Join(b.state, "pki")); err != nil {
 		return fmt.Errorf("generate certificates: %w", err)
 	}
-	ports, err := freePorts(5)
+	ports, err := freePorts(4)
 	if err != nil {
 		return err
 	}
@@ -86,6 +87,12 @@ func runCmd(args []string) error {
 	defer etcd.Close()
 	logf("etcd ready on 127.0.0.1:%d (%.1fs)", etcdClient, time.Since(start).Seconds())
 
+	if b.registry, err = startRegistry(b.state); err != nil {
+		return err
+	}
+	defer b.registry.stop()
+	logf("image registry on http://%s (blobs in %s)", b.registry.addr, b.registry.blobs)
+
 	b.apiserver = b.newComponent("kube-apiserver", b.apiserverArgs(etcdClient))
 	b.kcm = b.newComponent("kube-controller-manager", b.kcmArgs())
 	b.agent = b.newComponent("node-agent", []string{
@@ -95,6 +102,7 @@ func runCmd(args []string) error {
 		"--port", strconv.Itoa(kubeletPort),
 		"--tls-cert", b.pki.kubeletCert, "--tls-key", b.pki.kubeletKey, "--client-ca", b.pki.caCert,
 		"--control-socket", filepath.Join(b.state, "node-agent.sock"),
+		"--registry", b.registry.addr,
 	})
 	all := []*component{b.apiserver, b.kcm, b.agent}
 	defer func() {
@@ -193,10 +201,11 @@ func (b *bed) writeEnv() error {
 	env := fmt.Sprintf(`export KUBECONFIG=%s
 export FLEXT_TESTBED_DIR=%s
 export FLEXT_TESTBED_APISERVER=%s
+export FLEXT_TESTBED_REGISTRY=%s
 export PATH=%s:$PATH
 export NO_PROXY=127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}
 export no_proxy=127.0.0.1,localhost${no_proxy:+,$no_proxy}
-`, filepath.Join(b.state, "kubeconfig"), b.state, b.apiURL(), filepath.Join(b.state, "tools"))
+`, filepath.Join(b.state, "kubeconfig"), b.state, b.apiURL(), b.registry.addr, filepath.Join(b.state, "tools"))
 	return os.WriteFile(filepath.Join(b.state, "env"), []byte(env), 0o644)
 }
 
@@ -253,8 +262,9 @@ func (b *bed) kcmArgs() []string {
 		"--use-service-account-credentials=false",
 		// The controllers the bed promises (resourcequota: quota admission needs its usage);
 		// serviceaccount-token and root-ca-cert-publisher make
-		// pods' projected service account volumes resolvable.
-		"--controllers", "job,ttl-after-finished,garbagecollector,podgc,namespace,serviceaccount,serviceaccount-token,root-ca-cert-publisher,resourcequota",
+		// pods' projected service account volumes resolvable; statefulset and disruption run
+		// the worker as the Helm chart installs it (a StatefulSet with a PodDisruptionBudget).
+		"--controllers", "job,ttl-after-finished,garbagecollector,podgc,namespace,serviceaccount,serviceaccount-token,root-ca-cert-publisher,resourcequota,statefulset,disruption",
 		"--service-account-private-key-file", p.saKey,
 		"--root-ca-file", p.caCert,
 		// The defaults (20 QPS) would throttle the job controller below the worker's 50 jobs/s target.
@@ -404,6 +414,11 @@ func (b *bed) serveControl(ctx context.Context) error {
 			}
 			fmt.Fprintf(w, "%-24s %-8s pid %d  log %s\n", c.name, state, c.pid(), c.logPath)
 		}
+		state := "running"
+		if !b.registry.running() {
+			state = "stopped"
+		}
+		fmt.Fprintf(w, "%-24s %-8s %s (in the supervisor)  log %s\n", "registry", state, b.registry.addr, b.registry.logPath)
 	})
 	srv := &http.Server{Handler: mux}
 	go func() { _ = srv.Serve(l) }()

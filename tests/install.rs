@@ -287,22 +287,30 @@ fn tempdir() -> PathBuf {
 }
 
 /// The worker image `scripts/test` built and pushed to the bed's registry
-/// (`FLEXT_TEST_WORKER_IMAGE`, `<registry>/<repository>:<tag>`), as repository and tag.
-fn worker_image() -> (String, String) {
+/// (`FLEXT_TEST_WORKER_IMAGE`, `<registry>/<repository>:<tag>[@sha256:<digest>]`, as
+/// `scripts/build-image --push` prints it) as the chart's `image.*` values.
+fn worker_image() -> Vec<String> {
     let image = std::env::var("FLEXT_TEST_WORKER_IMAGE").unwrap_or_else(|_| {
         panic!(
             "FLEXT_TEST_WORKER_IMAGE is not set: run the tests with scripts/test (it builds the worker image and \
-             pushes it to the test bed's registry), or export FLEXT_TEST_WORKER_IMAGE=\"$(scripts/build-image --push)\""
+             pushes it to the test bed's registry), or set it to the `pushed` line of `scripts/build-image --push`"
         )
     });
-    let slash = image.rfind('/').unwrap_or(0);
-    match image[slash..].rfind(':') {
-        Some(colon) => (
-            image[..slash + colon].to_owned(),
-            image[slash + colon + 1..].to_owned(),
-        ),
-        None => (image, "latest".to_owned()),
-    }
+    let (reference, digest) = match image.split_once('@') {
+        Some((reference, digest)) => (reference, Some(digest)),
+        None => (image.as_str(), None),
+    };
+    let slash = reference.rfind('/').unwrap_or(0);
+    let (repository, tag) = match reference[slash..].rfind(':') {
+        Some(colon) => (&reference[..slash + colon], &reference[slash + colon + 1..]),
+        None => (reference, "latest"),
+    };
+    let mut values = vec![
+        format!("image.repository={repository}"),
+        format!("image.tag={tag}"),
+    ];
+    values.extend(digest.map(|d| format!("image.digest={d}")));
+    values
 }
 
 /// The pods of `namespace` that a `NetworkPolicy`'s `podSelector` (`matchLabels`) selects.
@@ -340,7 +348,7 @@ async fn selected(client: &Client, namespace: &str, policy: &str) -> Vec<String>
 /// replacement (same name) adopts the job, which completes once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_installs_a_worker_that_runs_jobs_and_survives_its_pod() {
-    let (repository, tag) = worker_image();
+    let image = worker_image();
     let admin = client().await;
     let ns = TestNamespace::new(&admin, "install").await;
     let db = TestDb::new().await;
@@ -370,9 +378,7 @@ async fn the_chart_installs_a_worker_that_runs_jobs_and_survives_its_pod() {
         "--namespace",
         &ns.name,
         "--set",
-        &format!("image.repository={repository}"),
-        "--set",
-        &format!("image.tag={tag}"),
+        &image.join(","),
         "--set",
         "database.existingSecret=windmill-db",
         "--set-json",
@@ -388,11 +394,15 @@ async fn the_chart_installs_a_worker_that_runs_jobs_and_survives_its_pod() {
         .args(json!({"x": 41}))
         .push(&db)
         .await;
-    let done = eventually("the installed worker to complete a job", LIMIT * 2, || async {
-        completed(&db, id)
-            .await
-            .filter(|c| c.worker.as_deref() != Some("wk-default-stock"))
-    })
+    let done = eventually(
+        "the installed worker to complete a job",
+        LIMIT * 2,
+        || async {
+            completed(&db, id)
+                .await
+                .filter(|c| c.worker.as_deref() != Some("wk-default-stock"))
+        },
+    )
     .await;
     assert_eq!(done.status, "success", "{done:?}");
     assert_eq!(done.result, Some(json!(42)));
@@ -423,9 +433,17 @@ async fn the_chart_installs_a_worker_that_runs_jobs_and_survives_its_pod() {
             .next()
     })
     .await;
-    let init = &job_pod.status.clone().unwrap().init_container_statuses.unwrap()[0];
+    let init = &job_pod
+        .status
+        .clone()
+        .unwrap()
+        .init_container_statuses
+        .unwrap()[0];
     assert!(
-        init.image_id.contains("@sha256:") && init.image.contains(&repository),
+        init.image_id.contains("@sha256:")
+            && init
+                .image
+                .starts_with(image[0].trim_start_matches("image.repository=")),
         "the runner comes from the pulled worker image: {init:?}"
     );
     let job_pod_name = job_pod.metadata.name.clone().unwrap();
@@ -437,11 +455,15 @@ async fn the_chart_installs_a_worker_that_runs_jobs_and_survives_its_pod() {
     pods.delete("flext-kubernetes-0", &DeleteParams::default())
         .await
         .unwrap();
-    let done = eventually("the replacement worker to finish the job", LIMIT * 2, || async {
-        completed(&db, id)
-            .await
-            .filter(|c| c.worker.as_deref() != Some("wk-default-stock"))
-    })
+    let done = eventually(
+        "the replacement worker to finish the job",
+        LIMIT * 2,
+        || async {
+            completed(&db, id)
+                .await
+                .filter(|c| c.worker.as_deref() != Some("wk-default-stock"))
+        },
+    )
     .await;
     stop.cancel();
     assert_eq!(done.status, "success", "{done:?}");

@@ -31,6 +31,8 @@ FROM scratch
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 COPY --from=build /rootfs/ /
+# Said again, in case a builder sets copied files to 0:0.
+COPY --from=build --chown=65532:65532 /rootfs/home/nonroot /home/nonroot
 USER 65532:65532
 ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt

@@ -26,7 +26,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_flext-kubernetes");
 
 /// A namespace of the bed, deleted when dropped (in the background).
 struct TestNamespace {
-    client: Client,
     name: String,
 }
 
@@ -41,20 +40,15 @@ impl TestNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .expect("create a namespace");
-        Self {
-            client: client.clone(),
-            name,
-        }
+        Self { name }
     }
 }
 
 impl Drop for TestNamespace {
+    /// Synchronously (the test's runtime may be gone before a spawned task ran), without waiting
+    /// for the namespace to empty.
     fn drop(&mut self) {
-        let api = Api::<Namespace>::all(self.client.clone());
-        let name = self.name.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { api.delete(&name, &DeleteParams::default()).await });
-        }
+        let _ = common::tools::kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
     }
 }
 
@@ -474,6 +468,17 @@ async fn the_chart_installs_a_worker_that_runs_jobs_and_survives_its_pod() {
         second.metadata.uid, first.metadata.uid,
         "a new worker pod finished the job"
     );
+    // Uninstalled before the test ends: no worker outlives it (its database sessions would too).
+    let out = common::tools::helm(&[
+        "uninstall",
+        "flext-kubernetes",
+        "--namespace",
+        &ns.name,
+        "--wait",
+        "--timeout",
+        "60s",
+    ]);
+    assert!(out.status.success(), "helm uninstall:\n{}", text(&out));
     let log = common::logs(&db, id).await;
     assert_eq!(log.matches("long job starts").count(), 1, "{log}");
     assert_eq!(log.matches("long job ends").count(), 1, "{log}");

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::bed::{LIMIT, bed_settings, client};
 use common::stock::StockWorker;
 use common::tools::text;
-use common::{TestDb, WindmillJob, completed, eventually};
+use common::{TestDb, WindmillJob, eventually, handed_back};
 use flext_kubernetes::executor::kubernetes::access;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
@@ -226,12 +226,7 @@ async fn the_workers_role_runs_jobs_and_grants_nothing_else() {
     .tag(tag)
     .push(&db)
     .await;
-    let done = eventually("the job to complete in Windmill", LIMIT, || async {
-        completed(&db, id)
-            .await
-            .filter(|c| c.worker.as_deref() != Some("wk-default-stock"))
-    })
-    .await;
+    let done = handed_back(&db, id, LIMIT).await;
     let _ = nix_term(&mut run);
     stop.cancel();
     assert_eq!(done.status, "success", "{done:?}");
@@ -388,16 +383,7 @@ async fn the_chart_installs_a_worker_that_runs_jobs_and_survives_its_pod() {
         .args(json!({"x": 41}))
         .push(&db)
         .await;
-    let done = eventually(
-        "the installed worker to complete a job",
-        LIMIT * 2,
-        || async {
-            completed(&db, id)
-                .await
-                .filter(|c| c.worker.as_deref() != Some("wk-default-stock"))
-        },
-    )
-    .await;
+    let done = handed_back(&db, id, LIMIT * 2).await;
     assert_eq!(done.status, "success", "{done:?}");
     assert_eq!(done.result, Some(json!(42)));
     assert_eq!(done.worker.as_deref(), Some(worker));
@@ -453,16 +439,7 @@ async fn the_chart_installs_a_worker_that_runs_jobs_and_survives_its_pod() {
     pods.delete("flext-kubernetes-0", &DeleteParams::default())
         .await
         .unwrap();
-    let done = eventually(
-        "the replacement worker to finish the job",
-        LIMIT * 2,
-        || async {
-            completed(&db, id)
-                .await
-                .filter(|c| c.worker.as_deref() != Some("wk-default-stock"))
-        },
-    )
-    .await;
+    let done = handed_back(&db, id, LIMIT * 2).await;
     stop.cancel();
     assert_eq!(done.status, "success", "{done:?}");
     assert_eq!(done.result, Some(json!("done")));

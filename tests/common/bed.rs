@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::stock::StockWorker;
-use super::{TestDb, completed, eventually};
+use super::TestDb;
 
 /// How long an end-to-end step may take.
 pub const LIMIT: Duration = Duration::from_secs(90);
@@ -155,12 +155,7 @@ impl Bed {
 
     /// Waits for the job to complete in Windmill (and its fix-up when `fixed` holds).
     pub async fn outcome(&self, id: flext_kubernetes::domain::JobId) -> super::Completed {
-        eventually("the job to complete in Windmill", LIMIT, || async {
-            completed(&self.db, id)
-                .await
-                .filter(|c| c.worker.as_deref() != Some("wk-default-stock"))
-        })
-        .await
+        super::handed_back(&self.db, id, LIMIT).await
     }
 
     pub async fn stop(mut self) {

@@ -738,6 +738,17 @@ pub struct Completed {
     pub canceled_by: Option<String>,
 }
 
+/// Waits up to `limit` for the job to complete in Windmill through our hand-back (the stock
+/// double's completion of a job we handed back, not one it ran itself).
+pub async fn handed_back(db: &TestDb, id: JobId, limit: Duration) -> Completed {
+    eventually("the job to complete in Windmill", limit, || async {
+        completed(db, id)
+            .await
+            .filter(|c| c.worker.as_deref() != Some("wk-default-stock"))
+    })
+    .await
+}
+
 pub async fn completed(db: &TestDb, id: JobId) -> Option<Completed> {
     let row = sqlx::query(
         "SELECT status::text AS status, result, duration_ms, memory_peak, worker, canceled_by FROM v2_job_completed WHERE id = $1",

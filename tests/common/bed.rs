@@ -16,8 +16,8 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::stock::StockWorker;
 use super::TestDb;
+use super::stock::StockWorker;
 
 /// How long an end-to-end step may take.
 pub const LIMIT: Duration = Duration::from_secs(90);

@@ -182,7 +182,25 @@ pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     crate::telemetry::init(&config.settings.telemetry);
     let queue = connect_checked(&config).await?;
     let executor = executor_for(&config).await?;
-    let handle = Worker::new(config, Queue::Postgres(queue), executor).spawn();
+    let http = config.settings.worker.http.address()?;
+    let listener = match http {
+        Some(address) => Some(tokio::net::TcpListener::bind(address).await.with_context(|| {
+            format!("worker.http.listen: cannot listen on {address}; choose a free port, or null to turn it off")
+        })?),
+        None => None,
+    };
+    let ping = queue.clone();
+    let handle = Worker::new(config, Queue::Postgres(queue), executor.clone()).spawn();
+    let http_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(listener) = listener {
+        tracing::info!(address = %listener.local_addr()?, "HTTP endpoint: /healthz /readyz /metrics");
+        let endpoint = crate::http::Endpoint {
+            probe: handle.probe(),
+            queue: ping,
+            executor,
+        };
+        tokio::spawn(crate::http::serve(listener, endpoint, http_stop.clone()));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
@@ -203,6 +221,7 @@ pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         control.abandon();
     });
     handle.wait().await;
+    http_stop.cancel();
     Ok(())
 }
 

@@ -150,10 +150,16 @@ async fn run_claims_hands_back_and_stops_on_sigterm() {
     let db = TestDb::new().await;
     let id = WindmillJob::preview("print(1)").push(&db).await;
     let config = write_config(CONFIG);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = flext(Some(&db.url))
         .args(["run", "--config"])
         .arg(&config.0)
         .env("FLEXT__TELEMETRY__FORMAT", "json")
+        .env("FLEXT__WORKER__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -163,6 +169,27 @@ async fn run_claims_hands_back_and_stops_on_sigterm() {
     })
     .await;
     assert_eq!(handed_back.1, None);
+    // The HTTP endpoint: alive, ready (database and executor answer), and the job counted.
+    assert!(get(port, "/healthz").await.starts_with("HTTP/1.1 200"));
+    let ready = get(port, "/readyz").await;
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.ends_with("ready\n"),
+        "{ready}"
+    );
+    let metrics = eventually("the job in /metrics", Duration::from_secs(10), || async {
+        let text = get(port, "/metrics").await;
+        text.contains(r#"flext_jobs_completed_total{tag="k8s",outcome="success",category=""} 1"#)
+            .then_some(text)
+    })
+    .await;
+    for line in [
+        r#"flext_jobs_claimed_total{tag="k8s"} 1"#,
+        r#"flext_job_run_seconds_count{tag="k8s"} 1"#,
+        "flext_jobs_in_flight 0",
+        "# EOF",
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in\n{metrics}");
+    }
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -239,4 +266,17 @@ async fn render_prints_a_queued_jobs_objects_with_secrets_hidden_and_creates_not
     assert!(String::from_utf8_lossy(&shown.stdout).contains("hunter2"));
     let (running, ..) = queue_row(&db, id).await.unwrap();
     assert!(!running, "rendering claims nothing");
+}
+
+/// `GET path` on 127.0.0.1:`port`: the whole response, status line first.
+async fn get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
 }

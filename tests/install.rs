@@ -150,7 +150,8 @@ fn flext(args: &[&str], config: &Path, db_url: &str) -> Command {
         .arg(config)
         .env("FLEXT_DATABASE_URL", db_url)
         .env_remove("FLEXT_WINDMILL_TOKEN")
-        .env_remove("RUST_LOG");
+        .env_remove("RUST_LOG")
+        .env("FLEXT__WORKER__HTTP__LISTEN", "127.0.0.1:0");
     for (key, value) in bed_settings("") {
         if key != "FLEXT__CLUSTER__NAMESPACE" {
             command.env(key, value);
@@ -356,7 +357,9 @@ async fn the_chart_installs_a_worker_that_runs_jobs_and_survives_its_pod() {
         "windmill": {"worker_group": "install", "tags": [job_tag]},
         "resources": {"default_cpu": "10m", "default_memory": "128Mi", "default_storage": "1Gi"},
         "executor": {"image_pull_grace": "3s", "pending_budget": "10m"},
-        "worker": {"poll_interval": "50ms", "heartbeat_interval": "1s", "shutdown_grace": "2s"},
+        // Pods share the host's network on the bed: any free port.
+        "worker": {"poll_interval": "50ms", "heartbeat_interval": "1s", "shutdown_grace": "2s",
+                   "http": {"listen": "127.0.0.1:0"}},
     })
     .to_string();
     let chart = common::tools::chart();

@@ -439,6 +439,7 @@ async fn a_worker_killed_mid_run_adopts_the_job_after_restart_and_it_completes_o
             .arg("run")
             .env("FLEXT_DATABASE_URL", &bed.db.url)
             .env("FLEXT__WORKER__NAME", "wk-restarted")
+            .env("FLEXT__WORKER__HTTP__LISTEN", "127.0.0.1:0")
             .env("FLEXT__WORKER__HEARTBEAT_INTERVAL", "500ms")
             .env("FLEXT__WORKER__POLL_INTERVAL", "50ms")
             .stdout(std::process::Stdio::null())

@@ -198,6 +198,41 @@ pub struct WorkerSettings {
     pub heartbeat_interval: HumanDuration,
     /// How long SIGTERM waits for running jobs before leaving them to the next worker.
     pub shutdown_grace: HumanDuration,
+    /// The HTTP endpoint (`/healthz`, `/readyz`, `/metrics`).
+    pub http: HttpSettings,
+}
+
+/// `worker.http:` — the worker's HTTP endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Address to listen on (`0.0.0.0:9464` in a pod); `null` turns the endpoint off.
+    pub listen: Option<String>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: Some("127.0.0.1:9464".into()),
+        }
+    }
+}
+
+impl HttpSettings {
+    /// The address, if the endpoint is on.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>> {
+        self.listen
+            .as_deref()
+            .map(|text| {
+                text.parse().map_err(|e| {
+                    Error::invalid(
+                        "runtime.config.worker.http.listen",
+                        format!("`{text}` is not an address and port like 0.0.0.0:9464 ({e}); use null to turn the endpoint off"),
+                    )
+                })
+            })
+            .transpose()
+    }
 }
 
 impl Default for WorkerSettings {
@@ -208,6 +243,7 @@ impl Default for WorkerSettings {
             poll_interval: HumanDuration(Duration::from_millis(100)),
             heartbeat_interval: HumanDuration(Duration::from_secs(5)),
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -238,6 +274,7 @@ impl WorkerSettings {
                 "must be greater than 0",
             ));
         }
+        self.http.address()?;
         if let Some(name) = &self.name
             && (name.is_empty() || name.len() > 255)
         {

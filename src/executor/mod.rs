@@ -48,6 +48,14 @@ impl Executor {
         }
     }
 
+    /// Whether the executor can run jobs now (for `/readyz`); else why not.
+    pub async fn ready(&self) -> Result<(), String> {
+        match self {
+            Self::InProcess(_) => Ok(()),
+            Self::Kubernetes(k) => k.ready().await,
+        }
+    }
+
     /// Job kinds any executor of ours runs.
     pub const KINDS: &'static [&'static str] = &["script", "preview", "flowscript"];
 

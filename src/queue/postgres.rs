@@ -68,6 +68,15 @@ impl PgQueue {
         }
     }
 
+    /// Whether the database answers within `limit`; else why not.
+    pub async fn ping(&self, limit: std::time::Duration) -> std::result::Result<(), String> {
+        match tokio::time::timeout(limit, sqlx::query(super::sql::PING).execute(&self.pool)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(format!("the database does not answer: {error}")),
+            Err(_) => Err(format!("the database did not answer within {limit:?}")),
+        }
+    }
+
     /// The pool, for the startup checks and tests.
     #[must_use]
     pub fn pool(&self) -> &PgPool {

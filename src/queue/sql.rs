@@ -37,6 +37,7 @@ pub(super) const REQUEUE_FOR_FINALIZE: &str = include_str!("sql/requeue_for_fina
 pub(super) const FIX_UP: &str = include_str!("sql/fix_up.sql");
 pub(super) const PENDING_FIX_UPS: &str = include_str!("sql/pending_fix_ups.sql");
 pub(super) const REGISTER: &str = include_str!("sql/register.sql");
+pub(super) const PING: &str = include_str!("sql/ping.sql");
 
 // The startup checks (`schema.rs`).
 pub(super) const CHECK_COLUMNS: &str = include_str!("sql/check_columns.sql");

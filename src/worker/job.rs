@@ -61,6 +61,7 @@ impl Jobs {
     /// Runs the job (unless it already `finished`) and hands it back.
     async fn run(&self, job: &Job, entry: RunningEntry, finished: Option<Completion>) {
         tracing::info!(language = ?job.language.as_ref().map(Language::as_str), "job claimed");
+        self.shared.metrics.claimed(&job.tag);
         let logs = self.hub.sink(job.id, &job.workspace);
         let Some(completion) = self.complete(job, &entry, &logs, finished).await else {
             // Abandoned at shutdown, or now another worker's: no hand-back.
@@ -208,6 +209,16 @@ impl Jobs {
             outcome,
             duration_ms = hand_back.completion.duration.as_millis(),
             "job handed back"
+        );
+        let category = match &hand_back.completion.outcome {
+            Outcome::Failure(failure) if !canceled => Some(failure.category.as_str()),
+            _ => None,
+        };
+        self.shared.metrics.completed(
+            &job.tag,
+            outcome,
+            category,
+            hand_back.completion.duration.as_secs_f64(),
         );
         self.shared.count_executed();
         self.worker.executor.finished(job).await;

@@ -53,6 +53,24 @@ pub struct WorkerHandle {
     control: WorkerControl,
     task: JoinHandle<()>,
     shared: Arc<Shared>,
+    concurrency: usize,
+}
+
+/// A running worker's state as the HTTP endpoint reads it.
+#[derive(Debug, Clone)]
+pub struct WorkerProbe {
+    shared: Arc<Shared>,
+    concurrency: usize,
+}
+
+impl WorkerProbe {
+    /// `/metrics` in the Prometheus text format (`OpenMetrics`).
+    #[must_use]
+    pub fn metrics(&self) -> String {
+        self.shared
+            .metrics
+            .encode(self.shared.running_count(), self.concurrency)
+    }
 }
 
 /// Stops a worker from another task (a signal handler).
@@ -96,6 +114,15 @@ impl WorkerHandle {
     #[must_use]
     pub fn running(&self) -> usize {
         self.shared.running_count()
+    }
+
+    /// What the worker's HTTP endpoint reads: metrics and the running count.
+    #[must_use]
+    pub fn probe(&self) -> WorkerProbe {
+        WorkerProbe {
+            shared: self.shared.clone(),
+            concurrency: self.concurrency,
+        }
     }
 
     /// Jobs handed back since start.
@@ -158,11 +185,13 @@ impl Worker {
             abandon: CancellationToken::new(),
         };
         let shared = Arc::new(Shared::default());
+        let concurrency = self.config.settings.worker.concurrency;
         let task = tokio::spawn(self.run(control.clone(), shared.clone()));
         WorkerHandle {
             control,
             task,
             shared,
+            concurrency,
         }
     }
 

@@ -80,6 +80,8 @@ pub(super) struct Shared {
     jobs_executed: AtomicI32,
     /// Job-time of the jobs that left the running set.
     finished_busy: Mutex<std::time::Duration>,
+    /// What `/metrics` shows.
+    pub(super) metrics: crate::metrics::Metrics,
 }
 
 impl Shared {

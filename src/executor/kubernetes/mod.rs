@@ -170,6 +170,23 @@ impl KubernetesExecutor {
         Ok(this)
     }
 
+    /// Ready to run jobs: the shared watch has synced and the API server answers (within 2 s).
+    pub async fn ready(&self) -> Result<(), String> {
+        if !self.inner.watch.is_synced() {
+            return Err("the shared pod watch has not synced yet".into());
+        }
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            self.inner.client.apiserver_version(),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(format!("the Kubernetes API does not answer: {error}")),
+            Err(_) => Err("the Kubernetes API did not answer within 2 s".into()),
+        }
+    }
+
     /// The client, for tests and adoption.
     #[must_use]
     pub fn client(&self) -> &Client {

@@ -125,6 +125,11 @@ impl PodWatch {
         }
     }
 
+    /// Whether the first list has arrived.
+    pub fn is_synced(&self) -> bool {
+        self.lock().synced
+    }
+
     /// Waits until the first list has arrived.
     pub async fn synced(&self) {
         loop {

@@ -722,3 +722,71 @@ fn bad_values_fail_with_the_field_name() {
     assert!(!out.status.success());
     assert!(text(&out).contains("existingSecret"), "{}", text(&out));
 }
+
+/// The worker's HTTP endpoint: on `0.0.0.0:9464` by default, named `http`, probed at `/healthz`
+/// and `/readyz`; a port the probes cannot reach, or probes without an endpoint, fail the install.
+#[test]
+fn the_probes_reach_the_workers_http_endpoint() {
+    let objects = template(DEFAULT);
+    assert_eq!(
+        settings(&objects)["worker"]["http"]["listen"],
+        "0.0.0.0:9464"
+    );
+    let container = worker_container(&objects);
+    assert_eq!(
+        container["ports"],
+        serde_json::json!([{"name": "http", "containerPort": 9464, "protocol": "TCP"}])
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "http");
+
+    let moved = template(&[
+        "--set",
+        "database.existingSecret=x",
+        "--set-json",
+        r#"config={"worker":{"http":{"listen":"127.0.0.1:9500"}}}"#,
+    ]);
+    assert_eq!(worker_container(&moved)["ports"][0]["containerPort"], 9500);
+
+    let any_port = try_template(&[
+        "--set",
+        "database.existingSecret=x",
+        "--set-json",
+        r#"config={"worker":{"http":{"listen":"0.0.0.0:0"}}}"#,
+    ])
+    .unwrap_err();
+    assert!(any_port.contains("needs a fixed port"), "{any_port}");
+    // The endpoint off: no port and no default probes; an httpGet probe given is refused.
+    let off = template(&[
+        "--set",
+        "database.existingSecret=x",
+        "--set-json",
+        r#"config={"worker":{"http":{"listen":null}}}"#,
+    ]);
+    let container = worker_container(&off);
+    assert!(container.get("ports").is_none() && container.get("livenessProbe").is_none());
+    let refused = try_template(&[
+        "--set",
+        "database.existingSecret=x",
+        "--set-json",
+        r#"config={"worker":{"http":{"listen":null}}}"#,
+        "--set-json",
+        r#"probes={"liveness":{"httpGet":{"path":"/healthz","port":"http"}}}"#,
+    ])
+    .unwrap_err();
+    assert!(
+        refused.contains("probes.liveness uses httpGet, but config.worker.http.listen is null")
+            && refused.contains("(probes.liveness: {})"),
+        "{refused}"
+    );
+    // `{}` turns a default probe off.
+    let no_liveness = template(&[
+        "--set",
+        "database.existingSecret=x",
+        "--set-json",
+        r#"probes={"liveness":{}}"#,
+    ]);
+    let container = worker_container(&no_liveness);
+    assert!(container.get("livenessProbe").is_none() && container.get("readinessProbe").is_some());
+}

@@ -94,7 +94,8 @@ merged key by key, lists and scalars replaced). Fails on the keys the chart owns
 {{- $defaults := dict
       "windmill" (dict "worker_group" "k8s" "tags" (list "k8s"))
       "cluster" (dict "namespace" $jobNamespace)
-      "job_template" (dict "image" (include "flext-kubernetes.image" .) "service_account" $jobsSA) -}}
+      "job_template" (dict "image" (include "flext-kubernetes.image" .) "service_account" $jobsSA)
+      "worker" (dict "http" (dict "listen" "0.0.0.0:9464")) -}}
 {{- $settings := mustMergeOverwrite $defaults $given -}}
 {{- $group := toString $settings.windmill.worker_group -}}
 {{- if not (regexMatch "^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$" $group) -}}
@@ -179,4 +180,20 @@ per CIDR, plus one peer with both selectors when either is given. Empty: any add
 {{- define "flext-kubernetes.jobPodSelector" -}}
 app.kubernetes.io/managed-by: flext-kubernetes
 flext.dev/worker-group: {{ include "flext-kubernetes.workerGroup" . | quote }}
+{{- end -}}
+
+{{/*
+The port of the worker's HTTP endpoint (/healthz, /readyz, /metrics) from
+config.worker.http.listen; empty when the endpoint is off (null).
+*/}}
+{{- define "flext-kubernetes.httpPort" -}}
+{{- $settings := include "flext-kubernetes.settings" . | fromYaml -}}
+{{- $listen := dig "worker" "http" "listen" "" $settings -}}
+{{- if $listen -}}
+{{- $port := regexFind "[0-9]+$" (toString $listen) -}}
+{{- if or (not $port) (eq $port "0") -}}
+{{- fail (printf "config.worker.http.listen `%v` needs a fixed port (address:port, e.g. 0.0.0.0:9464): the probes and scrapes reach it there; or null to turn the endpoint off" $listen) -}}
+{{- end -}}
+{{- $port -}}
+{{- end -}}
 {{- end -}}

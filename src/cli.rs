@@ -193,7 +193,7 @@ pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     let handle = Worker::new(config, Queue::Postgres(queue), executor.clone()).spawn();
     let http_stop = tokio_util::sync::CancellationToken::new();
     if let Some(listener) = listener {
-        tracing::info!(address = %listener.local_addr()?, "HTTP endpoint: /healthz /readyz /metrics");
+        tracing::info!(address = %listener.local_addr()?, "HTTP endpoint: / (status page) /status /healthz /readyz /metrics");
         let endpoint = crate::http::Endpoint {
             probe: handle.probe(),
             queue: ping,

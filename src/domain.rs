@@ -287,6 +287,19 @@ pub enum FailureCategory {
 }
 
 impl FailureCategory {
+    /// Every category.
+    pub const ALL: [Self; 9] = [
+        Self::UserError,
+        Self::InvalidJob,
+        Self::OomKilled,
+        Self::ImagePull,
+        Self::ConfigError,
+        Self::Unschedulable,
+        Self::ResultInvalid,
+        Self::PodLost,
+        Self::Internal,
+    ];
+
     /// The stable label (`user_error`, `oom_killed`, ...).
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -423,10 +436,29 @@ impl Completion {
     }
 }
 
-/// Live figures of a running job, written by the executor and read by the heartbeat.
+/// Live figures of a running job, written by the executor and read by the heartbeat, the
+/// metrics and the status page: peak memory, the milestones of its Kubernetes Job, its phase.
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
     memory_peak_kib: Arc<Unknown>,
+    milestones: Arc<std::sync::Mutex<Milestones>>,
+}
+
+/// When a job reached each step of its run (the first time), and where it is now.
+#[derive(Debug, Clone, Default)]
+pub struct Milestones {
+    /// Its Kubernetes Job was created by this worker (not adopted).
+    pub job_created: Option<std::time::Instant>,
+    /// Its objects were found already there (adopted after a restart, or a 409 on create).
+    pub adopted: bool,
+    /// User code started in its pod.
+    pub user_code_started: Option<std::time::Instant>,
+    /// Its pod's container terminated.
+    pub pod_terminated: Option<std::time::Instant>,
+    /// The Kubernetes Job's name (of the current attempt).
+    pub object: Option<String>,
+    /// What the job is doing now, in a few words (`pending: waiting for capacity`, `running`).
+    pub phase: String,
 }
 
 /// A figure in Windmill's `int4`, -1 = unknown (also when defaulted, so that `Progress::default()`
@@ -457,6 +489,51 @@ impl Progress {
     #[must_use]
     pub fn memory_peak_kib(&self) -> Option<i32> {
         Some(self.memory_peak_kib.0.load(Ordering::Relaxed)).filter(|k| *k >= 0)
+    }
+
+    /// The milestones and phase so far.
+    #[must_use]
+    pub fn milestones(&self) -> Milestones {
+        self.lock().clone()
+    }
+
+    /// The attempt's Kubernetes Job `object` exists: created by us, or found (`adopted`).
+    pub fn record_job(&self, object: &str, adopted: bool) {
+        let mut m = self.lock();
+        if adopted {
+            m.adopted = true;
+        } else {
+            m.job_created.get_or_insert_with(std::time::Instant::now);
+        }
+        m.object = Some(object.to_owned());
+    }
+
+    /// User code started (the first time counts).
+    pub fn record_user_code_started(&self) {
+        self.lock()
+            .user_code_started
+            .get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// The pod's container terminated.
+    pub fn record_pod_terminated(&self) {
+        self.lock()
+            .pod_terminated
+            .get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// What the job is doing now.
+    pub fn set_phase(&self, phase: &str) {
+        let mut m = self.lock();
+        if m.phase != phase {
+            phase.clone_into(&mut m.phase);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Milestones> {
+        self.milestones
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ByteSize, LogSettings};
 use crate::domain::JobId;
+use crate::metrics::LogCounters;
 use crate::queue::{LogChunk, NOTE_PREFIX, Queue};
 
 /// A job's buffer grows at most this much before it is flushed early.
@@ -52,6 +53,7 @@ struct State {
 struct Inner {
     queue: Queue,
     settings: LogSettings,
+    counters: LogCounters,
     state: Mutex<State>,
     wake: Notify,
 }
@@ -70,10 +72,21 @@ impl LogHub {
             inner: Arc::new(Inner {
                 queue,
                 settings,
+                counters: LogCounters::default(),
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
             }),
         }
+    }
+
+    /// The same hub, counting appended bytes and dropped lines into `counters`. Call before
+    /// the hub is shared.
+    #[must_use]
+    pub fn counting(mut self, counters: LogCounters) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.counters = counters;
+        }
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -179,6 +192,9 @@ impl LogHub {
             }
             return Err(error);
         }
+        for chunk in &chunks {
+            self.inner.counters.appended(chunk.text.len());
+        }
         let mut state = self.state();
         let waiters = std::mem::take(&mut state.waiters);
         for (id, tx) in waiters {
@@ -221,11 +237,13 @@ impl LogSink {
         let len = text.len() as u64;
         if job.truncated {
             job.dropped += len;
+            self.hub.inner.counters.dropped_line();
             return;
         }
         if job.accepted + len > max.0 {
             job.truncated = true;
             job.dropped += len;
+            self.hub.inner.counters.dropped_line();
             job.buf.push_str(&truncation_line(max));
             return;
         }

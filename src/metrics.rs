@@ -1,13 +1,25 @@
 //! The worker's Prometheus metrics: names and units by Prometheus conventions, labels bounded
-//! (tag, outcome, category — never a job id). Encoded by `prometheus-client` for `/metrics`.
+//! (tag, outcome, category, verb, resource, code, when — never a job id). Encoded by
+//! `prometheus-client` for `/metrics`.
+//!
+//! Each part of the worker owns the families it moves: [`Metrics`] (the worker's jobs, queue and
+//! heartbeat), [`KubeMetrics`] (the Kubernetes executor's API requests, rate-limiter waits and
+//! system retries, made when the executor connects) and [`LogCounters`] (the log hub). One
+//! registry holds them all; every family is a handle on shared state, so a clone moves the same
+//! series.
+//!
+//! The README's "Metrics" section lists every metric; `tests/observability.rs` checks the chart's
+//! dashboard and alerts against a real scrape.
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 /// A job's tag.
@@ -15,6 +27,14 @@ use prometheus_client::registry::{Registry, Unit};
 pub struct TagLabels {
     /// The Windmill tag.
     pub tag: String,
+}
+
+impl TagLabels {
+    fn of(tag: &str) -> Self {
+        Self {
+            tag: tag.to_owned(),
+        }
+    }
 }
 
 /// How a handed-back job ended.
@@ -28,19 +48,176 @@ pub struct CompletedLabels {
     pub category: String,
 }
 
+/// Jobs waiting on a tag.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DepthLabels {
+    /// The Windmill tag.
+    pub tag: String,
+    /// `due` (claimable now) or `later` (scheduled for the future).
+    pub when: String,
+}
+
+/// One Kubernetes API request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The Kubernetes verb: `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`.
+    pub verb: String,
+    /// The resource (`pods`, `jobs`, `configmaps`, `secrets`, `pods/log`, ...).
+    pub resource: String,
+    /// The HTTP status code, or `error` when no response came.
+    pub code: String,
+}
+
+/// Queue and start-up latencies: from 5 ms to about 20 min.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 18))
+}
+
 /// Run times from a tenth of a second to about two hours.
-fn run_buckets() -> impl Iterator<Item = f64> {
-    prometheus_client::metrics::histogram::exponential_buckets(0.1, 2.0, 17)
+fn run_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.1, 2.0, 17))
+}
+
+/// Rate-limiter waits: from 1 ms to about 30 s.
+fn wait_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+fn tag_histograms(new: fn() -> Histogram) -> Family<TagLabels, Histogram> {
+    Family::new_with_constructor(new)
+}
+
+/// The Kubernetes executor's metrics.
+#[derive(Debug, Clone)]
+pub struct KubeMetrics {
+    requests: Family<RequestLabels, Counter>,
+    limiter_wait: Histogram,
+    system_retries: Family<TagLabels, Counter>,
+}
+
+impl Default for KubeMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            limiter_wait: wait_histogram(),
+            system_retries: Family::default(),
+        }
+    }
+}
+
+impl KubeMetrics {
+    /// A request answered with `code` (`None`: no response).
+    pub fn request(&self, verb: &str, resource: &str, code: Option<u16>) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                verb: verb.to_owned(),
+                resource: resource.to_owned(),
+                code: code.map_or_else(|| "error".to_owned(), |c| c.to_string()),
+            })
+            .inc();
+    }
+
+    /// The client rate limiter held a request back for `wait` (zero included).
+    pub fn limiter_waited(&self, wait: Duration) {
+        self.limiter_wait.observe(wait.as_secs_f64());
+    }
+
+    /// An attempt of a job on `tag` ended before user code started and a new one follows.
+    pub fn system_retry(&self, tag: &str) {
+        self.system_retries.get_or_create(&TagLabels::of(tag)).inc();
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kube_requests",
+            "Kubernetes API requests by verb, resource and HTTP status code (the shared pod watch included)",
+            self.requests.clone(),
+        );
+        registry.register_with_unit(
+            "kube_rate_limiter_wait",
+            "Time each Kubernetes API request waited for the client rate limiter (executor.api_qps, api_burst)",
+            Unit::Seconds,
+            self.limiter_wait.clone(),
+        );
+        registry.register(
+            "system_retries",
+            "Attempts that ended before user code started (evicted, preempted, deleted, node lost) and were run again",
+            self.system_retries.clone(),
+        );
+    }
+}
+
+/// The log hub's counters.
+#[derive(Debug, Clone, Default)]
+pub struct LogCounters {
+    bytes: Counter,
+    lines_dropped: Counter,
+}
+
+impl LogCounters {
+    /// `bytes` of job output were committed to Windmill's `job_logs`.
+    pub fn appended(&self, bytes: usize) {
+        self.bytes.inc_by(bytes as u64);
+    }
+
+    /// A line was dropped: its job's log passed `logs.max_bytes`.
+    pub fn dropped_line(&self) {
+        self.lines_dropped.inc();
+    }
+}
+
+/// The gauges read at each scrape.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Jobs running now.
+    pub in_flight: usize,
+    /// `worker.concurrency`.
+    pub concurrency: usize,
+    /// Seconds since the heartbeat last committed every ping.
+    pub heartbeat_lag: f64,
+    /// Hand-backs whose fix-up has not committed yet.
+    pub fix_ups_pending: usize,
+}
+
+/// The milestones of one handed-back job, as durations between them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobTimes {
+    /// `scheduled_for` → claim (`None` for an adopted job: its first claim counted it).
+    pub queue_wait: Option<Duration>,
+    /// Claim → its Kubernetes Job created (`None` when adopted or never created).
+    pub claim_to_created: Option<Duration>,
+    /// Job created → user code started.
+    pub created_to_started: Option<Duration>,
+    /// Claim → outcome.
+    pub run: Duration,
+    /// Pod terminated → hand-back committed.
+    pub hand_back: Option<Duration>,
+}
+
+struct Families {
+    registry: Registry,
+    claimed: Family<TagLabels, Counter>,
+    adoptions: Family<TagLabels, Counter>,
+    completed: Family<CompletedLabels, Counter>,
+    queue_wait: Family<TagLabels, Histogram>,
+    claim_to_created: Family<TagLabels, Histogram>,
+    created_to_started: Family<TagLabels, Histogram>,
+    run_seconds: Family<TagLabels, Histogram>,
+    hand_back: Family<TagLabels, Histogram>,
+    in_flight: Gauge,
+    permits_free: Gauge,
+    queue_depth: Family<DepthLabels, Gauge>,
+    heartbeat_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+    fix_ups_pending: Gauge,
+    ready: Gauge,
+    logs: LogCounters,
+    kube: KubeMetrics,
 }
 
 /// Every metric of one worker process.
+#[derive(Clone)]
 pub struct Metrics {
-    registry: Registry,
-    claimed: Family<TagLabels, Counter>,
-    completed: Family<CompletedLabels, Counter>,
-    run_seconds: Family<TagLabels, Histogram>,
-    in_flight: Gauge,
-    permits_free: Gauge,
+    families: Arc<Families>,
 }
 
 impl fmt::Debug for Metrics {
@@ -51,6 +228,18 @@ impl fmt::Debug for Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(KubeMetrics::default())
+    }
+}
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl Metrics {
+    /// The worker's metrics, with the executor's `kube` families in the same registry.
+    #[must_use]
+    pub fn new(kube: KubeMetrics) -> Self {
         let mut registry = Registry::with_prefix("flext");
         let claimed = Family::<TagLabels, Counter>::default();
         registry.register(
@@ -58,19 +247,52 @@ impl Default for Metrics {
             "Jobs this worker took: claimed from Windmill's queue, or adopted at start",
             claimed.clone(),
         );
+        let adoptions = Family::<TagLabels, Counter>::default();
+        registry.register(
+            "adoptions",
+            "Jobs taken over at start from a stopped worker of the group (their work still running, or never begun)",
+            adoptions.clone(),
+        );
         let completed = Family::<CompletedLabels, Counter>::default();
         registry.register(
             "jobs_completed",
             "Jobs handed back to Windmill, by outcome and failure category",
             completed.clone(),
         );
-        let run_seconds =
-            Family::<TagLabels, Histogram>::new_with_constructor(|| Histogram::new(run_buckets()));
+        let queue_wait = tag_histograms(latency_histogram);
+        registry.register_with_unit(
+            "queue_wait",
+            "Time a job waited in Windmill's queue: scheduled_for to claim",
+            Unit::Seconds,
+            queue_wait.clone(),
+        );
+        let claim_to_created = tag_histograms(latency_histogram);
+        registry.register_with_unit(
+            "claim_to_job_created",
+            "Claim to the job's Kubernetes Job created (its ConfigMap and Secret first)",
+            Unit::Seconds,
+            claim_to_created.clone(),
+        );
+        let created_to_started = tag_histograms(latency_histogram);
+        registry.register_with_unit(
+            "job_created_to_started",
+            "Kubernetes Job created to user code started (scheduling, image pull, init container, runner start)",
+            Unit::Seconds,
+            created_to_started.clone(),
+        );
+        let run_seconds = tag_histograms(run_histogram);
         registry.register_with_unit(
             "job_run",
             "Claim to outcome of each handed-back job",
             Unit::Seconds,
             run_seconds.clone(),
+        );
+        let hand_back = tag_histograms(latency_histogram);
+        registry.register_with_unit(
+            "hand_back",
+            "The job's pod terminated to its outcome committed in Windmill (rest of the log read, result handed back)",
+            Unit::Seconds,
+            hand_back.clone(),
         );
         let in_flight = Gauge::default();
         registry.register(
@@ -84,53 +306,193 @@ impl Default for Metrics {
             "Free concurrency permits (worker.concurrency minus jobs in flight)",
             permits_free.clone(),
         );
+        let queue_depth = Family::<DepthLabels, Gauge>::default();
+        registry.register(
+            "queue_depth",
+            "Jobs queued on this worker's tags and not running: due now, or scheduled later (read at each scrape)",
+            queue_depth.clone(),
+        );
+        let heartbeat_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "heartbeat_lag",
+            "Time since the heartbeat last refreshed every running job's ping and the worker_ping row",
+            Unit::Seconds,
+            heartbeat_lag.clone(),
+        );
+        let fix_ups_pending = Gauge::default();
+        registry.register(
+            "fix_ups_pending",
+            "Handed-back jobs whose fix-up (what a native run shows once Windmill completed them) has not committed yet",
+            fix_ups_pending.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when the database and the Kubernetes API answer and the shared watch has synced (as /readyz), else 0",
+            ready.clone(),
+        );
+        let logs = LogCounters::default();
+        registry.register_with_unit(
+            "log",
+            "Job output committed to Windmill's job_logs",
+            Unit::Bytes,
+            logs.bytes.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Output lines dropped because their job's log passed logs.max_bytes",
+            logs.lines_dropped.clone(),
+        );
+        kube.register(&mut registry);
         Self {
-            registry,
-            claimed,
-            completed,
-            run_seconds,
-            in_flight,
-            permits_free,
+            families: Arc::new(Families {
+                registry,
+                claimed,
+                adoptions,
+                completed,
+                queue_wait,
+                claim_to_created,
+                created_to_started,
+                run_seconds,
+                hand_back,
+                in_flight,
+                permits_free,
+                queue_depth,
+                heartbeat_lag,
+                fix_ups_pending,
+                ready,
+                logs,
+                kube,
+            }),
         }
     }
-}
 
-impl Metrics {
-    /// A job was claimed.
-    pub fn claimed(&self, tag: &str) {
-        self.claimed
-            .get_or_create(&TagLabels {
-                tag: tag.to_owned(),
-            })
-            .inc();
+    /// Creates every series of `tags` at zero, as Prometheus advises for known label values: a
+    /// fresh worker's scrape then lists each family, and `rate()` sees a job's first increment.
+    pub fn init_tags(&self, tags: &[String]) {
+        let f = &self.families;
+        for tag in tags {
+            let labels = TagLabels::of(tag);
+            f.claimed.get_or_create(&labels);
+            f.adoptions.get_or_create(&labels);
+            f.kube.system_retries.get_or_create(&labels);
+            for family in [
+                &f.queue_wait,
+                &f.claim_to_created,
+                &f.created_to_started,
+                &f.run_seconds,
+                &f.hand_back,
+            ] {
+                family.get_or_create(&labels);
+            }
+            let outcomes = [("success", ""), ("canceled", "")].into_iter().chain(
+                crate::domain::FailureCategory::ALL
+                    .iter()
+                    .map(|c| ("failure", c.as_str())),
+            );
+            for (outcome, category) in outcomes {
+                f.completed.get_or_create(&CompletedLabels {
+                    tag: tag.clone(),
+                    outcome: outcome.to_owned(),
+                    category: category.to_owned(),
+                });
+            }
+            for when in ["due", "later"] {
+                f.queue_depth.get_or_create(&DepthLabels {
+                    tag: tag.clone(),
+                    when: when.to_owned(),
+                });
+            }
+        }
     }
 
-    /// A job was handed back after `seconds`.
-    pub fn completed(&self, tag: &str, outcome: &str, category: Option<&str>, seconds: f64) {
-        self.completed
+    /// The log hub's counters.
+    #[must_use]
+    pub fn logs(&self) -> LogCounters {
+        self.families.logs.clone()
+    }
+
+    /// The executor's families.
+    #[must_use]
+    pub fn kube(&self) -> &KubeMetrics {
+        &self.families.kube
+    }
+
+    /// A job was claimed (`adopted`: taken over at start).
+    pub fn claimed(&self, tag: &str, adopted: bool) {
+        let labels = TagLabels::of(tag);
+        self.families.claimed.get_or_create(&labels).inc();
+        if adopted {
+            self.families.adoptions.get_or_create(&labels).inc();
+        }
+    }
+
+    /// A job's queue wait, observed at its claim.
+    pub fn queue_wait(&self, tag: &str, wait: Duration) {
+        self.families
+            .queue_wait
+            .get_or_create(&TagLabels::of(tag))
+            .observe(seconds(wait));
+    }
+
+    /// A job was handed back.
+    pub fn completed(&self, tag: &str, outcome: &str, category: Option<&str>, times: &JobTimes) {
+        let f = &self.families;
+        f.completed
             .get_or_create(&CompletedLabels {
                 tag: tag.to_owned(),
                 outcome: outcome.to_owned(),
                 category: category.unwrap_or_default().to_owned(),
             })
             .inc();
-        self.run_seconds
-            .get_or_create(&TagLabels {
-                tag: tag.to_owned(),
-            })
-            .observe(seconds);
+        let labels = TagLabels::of(tag);
+        f.run_seconds
+            .get_or_create(&labels)
+            .observe(seconds(times.run));
+        for (family, value) in [
+            (&f.claim_to_created, times.claim_to_created),
+            (&f.created_to_started, times.created_to_started),
+            (&f.hand_back, times.hand_back),
+        ] {
+            if let Some(value) = value {
+                family.get_or_create(&labels).observe(seconds(value));
+            }
+        }
     }
 
-    /// The Prometheus text format, with the gauges set to `running` of `concurrency` first.
+    /// The queue depth read just now: `(tag, due, later)` for each of the worker's tags.
+    pub fn set_queue_depth(&self, depth: &[(String, i64, i64)]) {
+        for (tag, due, later) in depth {
+            for (when, value) in [("due", due), ("later", later)] {
+                self.families
+                    .queue_depth
+                    .get_or_create(&DepthLabels {
+                        tag: tag.clone(),
+                        when: when.to_owned(),
+                    })
+                    .set(*value);
+            }
+        }
+    }
+
+    /// Readiness as `/readyz` found it just now.
+    pub fn set_ready(&self, ready: bool) {
+        self.families.ready.set(i64::from(ready));
+    }
+
+    /// The Prometheus text format (`OpenMetrics`), with the gauges set from `gauges` first.
     #[must_use]
-    pub fn encode(&self, running: usize, concurrency: usize) -> String {
-        self.in_flight
-            .set(i64::try_from(running).unwrap_or(i64::MAX));
-        self.permits_free
-            .set(i64::try_from(concurrency.saturating_sub(running)).unwrap_or(i64::MAX));
+    pub fn encode(&self, gauges: &Gauges) -> String {
+        let f = &self.families;
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        f.in_flight.set(count(gauges.in_flight));
+        f.permits_free
+            .set(count(gauges.concurrency.saturating_sub(gauges.in_flight)));
+        f.heartbeat_lag.set(gauges.heartbeat_lag);
+        f.fix_ups_pending.set(count(gauges.fix_ups_pending));
         let mut text = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        let _ = prometheus_client::encoding::text::encode(&mut text, &f.registry);
         text
     }
 }
@@ -142,25 +504,86 @@ mod tests {
     #[test]
     fn counters_carry_their_labels_and_units_follow_the_conventions() {
         let metrics = Metrics::default();
-        metrics.claimed("k8s");
-        metrics.completed("k8s", "failure", Some("oom_killed"), 1.5);
-        let text = metrics.encode(3, 8);
+        metrics.claimed("k8s", false);
+        metrics.claimed("k8s", true);
+        metrics.completed(
+            "k8s",
+            "failure",
+            Some("oom_killed"),
+            &JobTimes {
+                run: Duration::from_millis(1500),
+                hand_back: Some(Duration::from_millis(30)),
+                ..JobTimes::default()
+            },
+        );
+        metrics.kube().request("create", "jobs", Some(201));
+        metrics.kube().request("get", "pods/log", None);
+        metrics.logs().appended(12);
+        metrics.logs().dropped_line();
+        metrics.set_queue_depth(&[("k8s".into(), 4, 2)]);
+        let text = metrics.encode(&Gauges {
+            in_flight: 3,
+            concurrency: 8,
+            heartbeat_lag: 1.5,
+            fix_ups_pending: 2,
+        });
+        for line in [
+            "flext_jobs_claimed_total{tag=\"k8s\"} 2",
+            "flext_adoptions_total{tag=\"k8s\"} 1",
+            "flext_jobs_completed_total{tag=\"k8s\",outcome=\"failure\",category=\"oom_killed\"} 1",
+            "flext_job_run_seconds_count{tag=\"k8s\"} 1",
+            "flext_hand_back_seconds_count{tag=\"k8s\"} 1",
+            "flext_kube_requests_total{verb=\"create\",resource=\"jobs\",code=\"201\"} 1",
+            "flext_kube_requests_total{verb=\"get\",resource=\"pods/log\",code=\"error\"} 1",
+            "flext_log_bytes_total 12",
+            "flext_log_lines_dropped_total 1",
+            "flext_queue_depth{tag=\"k8s\",when=\"due\"} 4",
+            "flext_queue_depth{tag=\"k8s\",when=\"later\"} 2",
+            "flext_jobs_in_flight 3",
+            "flext_permits_free 5",
+            "flext_heartbeat_lag_seconds 1.5",
+            "flext_fix_ups_pending 2",
+        ] {
+            assert!(text.contains(line), "no `{line}` in\n{text}");
+        }
+        // A milestone a job never reached is not observed as zero.
+        assert!(
+            !text.contains("flext_claim_to_job_created_seconds_count{"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn a_fresh_worker_lists_every_series_of_its_tags_at_zero() {
+        let metrics = Metrics::default();
+        metrics.init_tags(&["k8s".to_owned()]);
+        let text = metrics.encode(&Gauges::default());
+        for line in [
+            "flext_jobs_claimed_total{tag=\"k8s\"} 0",
+            "flext_jobs_completed_total{tag=\"k8s\",outcome=\"failure\",category=\"pod_lost\"} 0",
+            "flext_jobs_completed_total{tag=\"k8s\",outcome=\"canceled\",category=\"\"} 0",
+            "flext_hand_back_seconds_count{tag=\"k8s\"} 0",
+            "flext_system_retries_total{tag=\"k8s\"} 0",
+            "flext_queue_depth{tag=\"k8s\",when=\"later\"} 0",
+        ] {
+            assert!(text.contains(line), "no `{line}` in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_clone_moves_the_same_series() {
+        let metrics = Metrics::default();
+        metrics.clone().claimed("k8s", false);
+        metrics.kube().clone().system_retry("k8s");
+        let text = metrics.encode(&Gauges::default());
         assert!(
             text.contains("flext_jobs_claimed_total{tag=\"k8s\"} 1"),
             "{text}"
         );
         assert!(
-            text.contains(
-                "flext_jobs_completed_total{tag=\"k8s\",outcome=\"failure\",category=\"oom_killed\"} 1"
-            ),
+            text.contains("flext_system_retries_total{tag=\"k8s\"} 1"),
             "{text}"
         );
-        assert!(
-            text.contains("flext_job_run_seconds_count{tag=\"k8s\"} 1"),
-            "{text}"
-        );
-        assert!(text.contains("flext_jobs_in_flight 3"), "{text}");
-        assert!(text.contains("flext_permits_free 5"), "{text}");
-        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -150,11 +150,7 @@ async fn run_claims_hands_back_and_stops_on_sigterm() {
     let db = TestDb::new().await;
     let id = WindmillJob::preview("print(1)").push(&db).await;
     let config = write_config(CONFIG);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::scrape::free_port();
     let mut child = flext(Some(&db.url))
         .args(["run", "--config"])
         .arg(&config.0)
@@ -269,14 +265,8 @@ async fn render_prints_a_queued_jobs_objects_with_secrets_hidden_and_creates_not
 }
 
 /// `GET path` on 127.0.0.1:`port`: the whole response, status line first.
+/// The raw response to `GET path` (status line, headers, body).
 async fn get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
+    let (status, body) = common::scrape::get(port, path).await;
+    format!("HTTP/1.1 {status}\r\n\r\n{body}")
 }

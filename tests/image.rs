@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -354,11 +354,7 @@ fn crane(crane: &Path, args: &[&str]) -> Vec<u8> {
 #[tokio::test]
 async fn the_image_pushes_and_reads_back_with_crane() {
     let crane_path = crane_bin();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::scrape::free_port();
     let address = format!("127.0.0.1:{port}");
     let registry = Registry {
         child: Command::new(&crane_path)

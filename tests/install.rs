@@ -354,11 +354,7 @@ async fn the_chart_installs_a_worker_that_runs_jobs_and_survives_its_pod() {
     StockWorker::new(&db.pool).spawn(stop.clone());
     let job_tag = "k8s-install";
     // Pods share the host's network on the bed: a port free now, not the chart's 9464.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::scrape::free_port();
     let config = json!({
         "windmill": {"worker_group": "install", "tags": [job_tag]},
         "resources": {"default_cpu": "10m", "default_memory": "128Mi", "default_storage": "1Gi"},

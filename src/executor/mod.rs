@@ -56,6 +56,15 @@ impl Executor {
         }
     }
 
+    /// The executor's metrics, for the worker's registry (fresh, never moved, for in-process).
+    #[must_use]
+    pub fn metrics(&self) -> crate::metrics::KubeMetrics {
+        match self {
+            Self::InProcess(_) => crate::metrics::KubeMetrics::default(),
+            Self::Kubernetes(k) => k.metrics(),
+        }
+    }
+
     /// Job kinds any executor of ours runs.
     pub const KINDS: &'static [&'static str] = &["script", "preview", "flowscript"];
 

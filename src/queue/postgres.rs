@@ -12,7 +12,7 @@ use super::rows::{get, job_from_row};
 use super::sql::{
     ADMIT, ADOPT, APPEND_LOGS, CACHE_LOOKUP, CACHE_SAVE, CLAIM, DEBOUNCE, FIX_UP,
     HAND_BACK_FAILURE, HAND_BACK_SUCCESS, HEARTBEAT, IN_QUEUE, LOAD_JOB, LOCK_FOR_HAND_BACK,
-    OWNED_JOBS, PENDING_FIX_UPS, QUEUED_COUNT, REGISTER, REQUEUE_FOR_FINALIZE,
+    OWNED_JOBS, PENDING_FIX_UPS, QUEUE_DEPTH, QUEUED_COUNT, REGISTER, REQUEUE_FOR_FINALIZE,
     RESCHEDULE_FOR_CONCURRENCY, RESTART_PERPETUAL, ROUTE_ELSEWHERE, TIMEOUT,
 };
 use super::{
@@ -278,6 +278,15 @@ impl PgQueue {
             .fetch_one(&self.pool)
             .await
             .map_err(Error::db("counting queued jobs"))
+    }
+
+    /// Jobs queued on each of `tags` and not running: `(tag, due now, scheduled later)`.
+    pub async fn queue_depth(&self, tags: &[String]) -> Result<Vec<(String, i64, i64)>> {
+        sqlx::query_as(QUEUE_DEPTH)
+            .bind(tags)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::db("reading the queue depth"))
     }
 
     /// A queued or running job's details, without claiming it.

@@ -18,6 +18,7 @@ pub(super) const LOAD_JOB: &str = concat!(
 );
 pub(super) const IN_QUEUE: &str = include_str!("sql/in_queue.sql");
 pub(super) const QUEUED_COUNT: &str = include_str!("sql/queued_count.sql");
+pub(super) const QUEUE_DEPTH: &str = include_str!("sql/queue_depth.sql");
 pub(super) const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
 pub(super) const TIMEOUT: &str = include_str!("sql/timeout.sql");
 pub(super) const APPEND_LOGS: &str = include_str!("sql/append_logs.sql");

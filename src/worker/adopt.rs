@@ -52,7 +52,7 @@ async fn follow_running_work(jobs: &Jobs, id: JobId) {
                 return;
             };
             tracing::info!(job.id = %id, "adopting a job whose work is still running");
-            jobs.start(job, permit);
+            jobs.adopt(job, None, permit);
         }
         Ok(None) => match worker.queue.in_queue(id).await {
             Ok(false) => {
@@ -92,10 +92,10 @@ async fn start_without_work(jobs: &Jobs, owned: OwnedJob) {
     };
     if owned.canceled {
         tracing::info!(job.id = %owned.id, "handing back a job canceled while this worker was down");
-        jobs.start_finished(job, Completion::canceled(Duration::ZERO), permit);
+        jobs.adopt(job, Some(Completion::canceled(Duration::ZERO)), permit);
     } else {
         tracing::info!(job.id = %owned.id, "starting a job claimed before a restart whose work never began");
-        jobs.start(job, permit);
+        jobs.adopt(job, None, permit);
     }
 }
 

@@ -26,26 +26,29 @@ pub(super) async fn run(worker: Worker, shared: Arc<Shared>, stop: CancellationT
             _ = interval.tick() => {}
             () = stop.cancelled() => return,
         }
-        beat(&worker, &shared).await;
+        let jobs_pinged = beat(&worker, &shared).await;
         let now = Instant::now();
         let rates = occupancy.record(now, shared.busy(now));
-        if let Err(error) = worker
+        match worker
             .queue
             .register(&ping(&worker, &shared, started_at, rates))
             .await
         {
-            tracing::warn!(
+            Ok(()) if jobs_pinged => shared.beat_committed(),
+            Ok(()) => {}
+            Err(error) => tracing::warn!(
                 error = &error as &dyn std::error::Error,
                 "refreshing worker_ping failed"
-            );
+            ),
         }
     }
 }
 
-async fn beat(worker: &Worker, shared: &Shared) {
+/// Pings every running job; whether that committed (true with none running).
+async fn beat(worker: &Worker, shared: &Shared) -> bool {
     let jobs = shared.snapshot();
     if jobs.is_empty() {
-        return;
+        return true;
     }
     let beats: Vec<Beat> = jobs
         .iter()
@@ -62,6 +65,7 @@ async fn beat(worker: &Worker, shared: &Shared) {
                     act_on(id, job, state);
                 }
             }
+            true
         }
         Err(error) => {
             tracing::warn!(
@@ -69,6 +73,7 @@ async fn beat(worker: &Worker, shared: &Shared) {
                 jobs = beats.len(),
                 "heartbeat failed; retrying next tick"
             );
+            false
         }
     }
 }

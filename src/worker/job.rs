@@ -10,33 +10,37 @@ use futures::FutureExt as _;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, field};
 
-use super::state::{RunningEntry, RunningJob, StopReason};
+use super::state::{RecentFailure, RunningEntry, RunningJob, StopReason};
 use super::{Jobs, retry_delays};
 use crate::config::Config;
+use crate::domain::Milestones;
 use crate::domain::{
     Cancellation, Completion, FailureCategory, Job, JobFailure, Language, Outcome,
 };
 use crate::logs::LogSink;
+use crate::metrics::JobTimes;
 use crate::queue::{FixUp, HandBack, HandBackResult};
+use std::time::Instant;
 
 impl Jobs {
-    /// Runs `job` in its own task, holding `permit` until the task ends.
+    /// Runs a claimed `job` in its own task, holding `permit` until the task ends.
     pub(super) fn start(&self, job: Job, permit: OwnedSemaphorePermit) {
-        self.spawn(job, None, permit);
+        self.spawn(job, Taken::Claimed, permit);
     }
 
-    /// Hands `job` back with `completion`, without running it, in its own task.
-    pub(super) fn start_finished(
+    /// Runs (or follows) a job taken over at start in its own task; with `finished`, hands it
+    /// back with that completion without running it.
+    pub(super) fn adopt(
         &self,
         job: Job,
-        completion: Completion,
+        finished: Option<Completion>,
         permit: OwnedSemaphorePermit,
     ) {
-        self.spawn(job, Some(completion), permit);
+        self.spawn(job, Taken::Adopted(finished), permit);
     }
 
-    fn spawn(&self, job: Job, finished: Option<Completion>, permit: OwnedSemaphorePermit) {
-        let entry = self.shared.enter(job.id, job.workspace.clone());
+    fn spawn(&self, job: Job, taken: Taken, permit: OwnedSemaphorePermit) {
+        let entry = self.shared.enter(&job);
         let span = tracing::info_span!(
             "job",
             job.id = %job.id,
@@ -48,7 +52,7 @@ impl Jobs {
         let this = self.clone();
         self.tracker.spawn(
             async move {
-                let run = AssertUnwindSafe(this.run(&job, entry, finished)).catch_unwind();
+                let run = AssertUnwindSafe(this.run(&job, entry, taken)).catch_unwind();
                 if let Err(panic) = run.await {
                     this.after_panic(&job, &panic_message(panic.as_ref())).await;
                 }
@@ -58,10 +62,26 @@ impl Jobs {
         );
     }
 
-    /// Runs the job (unless it already `finished`) and hands it back.
-    async fn run(&self, job: &Job, entry: RunningEntry, finished: Option<Completion>) {
+    /// Runs the job (unless it already finished) and hands it back.
+    async fn run(&self, job: &Job, entry: RunningEntry, taken: Taken) {
         tracing::info!(language = ?job.language.as_ref().map(Language::as_str), "job claimed");
-        self.shared.metrics.claimed(&job.tag);
+        let metrics = &self.shared.metrics;
+        let finished = match taken {
+            Taken::Claimed => {
+                metrics.claimed(&job.tag, false);
+                if let Some(scheduled_for) = job.context.scheduled_for {
+                    let wait = (job.started_at - scheduled_for)
+                        .to_std()
+                        .unwrap_or_default();
+                    metrics.queue_wait(&job.tag, wait);
+                }
+                None
+            }
+            Taken::Adopted(finished) => {
+                metrics.claimed(&job.tag, true);
+                finished
+            }
+        };
         let logs = self.hub.sink(job.id, &job.workspace);
         let Some(completion) = self.complete(job, &entry, &logs, finished).await else {
             // Abandoned at shutdown, or now another worker's: no hand-back.
@@ -186,10 +206,13 @@ impl Jobs {
         logs.finish().await;
         let mut hand_back = HandBack::of(job, completion);
         let result = self.hand_back(&mut hand_back).await;
+        let milestones = entry.progress.milestones();
+        let since = entry.since;
         drop(entry);
         match result {
             Some(HandBackResult::Done { canceled }) => {
-                self.handed_back(job, &hand_back, canceled).await;
+                let times = job_times(&milestones, since, &hand_back);
+                self.handed_back(job, &hand_back, canceled, &times).await;
             }
             Some(HandBackResult::NotOurs) => {
                 tracing::warn!("job was taken from us before the hand-back; nothing handed back");
@@ -198,7 +221,7 @@ impl Jobs {
         }
     }
 
-    async fn handed_back(&self, job: &Job, hand_back: &HandBack, canceled: bool) {
+    async fn handed_back(&self, job: &Job, hand_back: &HandBack, canceled: bool, times: &JobTimes) {
         let outcome = if canceled {
             "canceled"
         } else {
@@ -211,15 +234,15 @@ impl Jobs {
             "job handed back"
         );
         let category = match &hand_back.completion.outcome {
-            Outcome::Failure(failure) if !canceled => Some(failure.category.as_str()),
+            Outcome::Failure(failure) if !canceled => {
+                self.shared.record_failure(recent_failure(job, failure));
+                Some(failure.category.as_str())
+            }
             _ => None,
         };
-        self.shared.metrics.completed(
-            &job.tag,
-            outcome,
-            category,
-            hand_back.completion.duration.as_secs_f64(),
-        );
+        self.shared
+            .metrics
+            .completed(&job.tag, outcome, category, times);
         self.shared.count_executed();
         self.worker.executor.finished(job).await;
         self.shared.fix_ups().push(FixUp {
@@ -289,7 +312,7 @@ impl Jobs {
         );
         // The entry left the heartbeat while the task unwound; a fresh one keeps the job pinged
         // until the hand-back commits.
-        let entry = self.shared.enter(job.id, job.workspace.clone());
+        let entry = self.shared.enter(job);
         let logs = self.hub.sink(job.id, &job.workspace);
         self.finish(
             job,
@@ -298,6 +321,53 @@ impl Jobs {
             entry,
         )
         .await;
+    }
+}
+
+/// How a claimed job came to this worker.
+enum Taken {
+    /// Claimed from the queue.
+    Claimed,
+    /// Taken over at start; `Some` when it is only handed back (canceled meanwhile).
+    Adopted(Option<Completion>),
+}
+
+/// The durations between a handed-back job's milestones (`since`: when it entered the running
+/// set, the claim).
+fn job_times(
+    milestones: &Milestones,
+    since: tokio::time::Instant,
+    hand_back: &HandBack,
+) -> JobTimes {
+    let between =
+        |from: Option<Instant>, to: Option<Instant>| Some(to?.saturating_duration_since(from?));
+    JobTimes {
+        queue_wait: None,
+        claim_to_created: between(Some(since.into_std()), milestones.job_created),
+        created_to_started: between(milestones.job_created, milestones.user_code_started),
+        run: hand_back.completion.duration,
+        hand_back: milestones.pod_terminated.map(|at| at.elapsed()),
+    }
+}
+
+/// What the status page shows of a failure: the worker's own message names the cause and the
+/// fix; a script's own error stays in Windmill (its output may hold what only Windmill's access
+/// rules should show).
+fn recent_failure(job: &Job, failure: &JobFailure) -> RecentFailure {
+    let hint = if failure.category == FailureCategory::UserError {
+        "the script failed: its error and output are in the job's log in Windmill".to_owned()
+    } else {
+        failure.message.chars().take(500).collect()
+    };
+    RecentFailure {
+        id: job.id,
+        workspace: job.workspace.clone(),
+        path: job.path.clone(),
+        tag: job.tag.clone(),
+        category: failure.category.as_str().to_owned(),
+        name: failure.name.clone(),
+        hint,
+        at: Utc::now(),
     }
 }
 

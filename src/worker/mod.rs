@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::state::RecentFailure;
 use self::state::Shared;
 use crate::config::Config;
 use crate::executor::Executor;
@@ -52,24 +53,129 @@ pub struct Worker {
 pub struct WorkerHandle {
     control: WorkerControl,
     task: JoinHandle<()>,
-    shared: Arc<Shared>,
-    concurrency: usize,
+    probe: WorkerProbe,
 }
 
 /// A running worker's state as the HTTP endpoint reads it.
 #[derive(Debug, Clone)]
 pub struct WorkerProbe {
     shared: Arc<Shared>,
-    concurrency: usize,
+    config: Arc<Config>,
+    name: String,
+}
+
+/// One job running now, for `/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunningStatus {
+    /// Windmill's job id.
+    pub id: crate::domain::JobId,
+    /// The workspace.
+    pub workspace: String,
+    /// The script or flow path.
+    pub path: Option<String>,
+    /// The tag.
+    pub tag: String,
+    /// The current attempt's Kubernetes Job, once it exists.
+    pub kubernetes_job: Option<String>,
+    /// Where it is (`pending: waiting for capacity`, `running`, ...).
+    pub phase: String,
+    /// Seconds since this worker took it.
+    pub for_seconds: f64,
+}
+
+/// What `/status` shows of the worker itself and its jobs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerStatus {
+    /// The worker's name in Windmill.
+    pub worker: String,
+    /// Its worker group.
+    pub group: String,
+    /// The tags it claims.
+    pub tags: Vec<String>,
+    /// The clusters it runs jobs on: `(name, namespace)`.
+    pub clusters: Vec<ClusterStatus>,
+    /// `worker.concurrency`.
+    pub concurrency: usize,
+    /// Jobs handed back since start.
+    pub jobs_handed_back: i32,
+    /// Jobs running now, longest first.
+    pub running: Vec<RunningStatus>,
+    /// The last failures, newest first.
+    pub recent_failures: Vec<RecentFailure>,
+}
+
+/// A cluster the worker runs jobs on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterStatus {
+    /// Its name (`default` for the single `cluster:` mapping).
+    pub name: String,
+    /// The namespace of the jobs.
+    pub namespace: String,
 }
 
 impl WorkerProbe {
+    /// The worker's tags.
+    #[must_use]
+    pub fn tags(&self) -> &[String] {
+        &self.config.settings.windmill.tags
+    }
+
+    /// The worker and the jobs it runs now.
+    #[must_use]
+    pub fn status(&self) -> WorkerStatus {
+        let settings = &self.config.settings;
+        let mut running: Vec<RunningStatus> = self
+            .shared
+            .snapshot()
+            .into_iter()
+            .map(|(id, job)| {
+                let milestones = job.progress.milestones();
+                RunningStatus {
+                    id,
+                    workspace: job.workspace.clone(),
+                    path: job.path.clone(),
+                    tag: job.tag.clone(),
+                    kubernetes_job: milestones.object,
+                    phase: if milestones.phase.is_empty() {
+                        "claimed".to_owned()
+                    } else {
+                        milestones.phase
+                    },
+                    for_seconds: job.since.elapsed().as_secs_f64(),
+                }
+            })
+            .collect();
+        running.sort_by(|a, b| b.for_seconds.total_cmp(&a.for_seconds));
+        WorkerStatus {
+            worker: self.name.clone(),
+            group: settings.windmill.worker_group.clone(),
+            tags: settings.windmill.tags.clone(),
+            clusters: vec![ClusterStatus {
+                name: "default".to_owned(),
+                namespace: settings.cluster.namespace.clone(),
+            }],
+            concurrency: settings.worker.concurrency,
+            jobs_handed_back: self.shared.jobs_executed(),
+            running,
+            recent_failures: self.shared.recent_failures(),
+        }
+    }
+
+    /// The worker's metrics, to update before an encode (queue depth, readiness).
+    #[must_use]
+    pub fn metrics_handle(&self) -> &crate::metrics::Metrics {
+        &self.shared.metrics
+    }
+
     /// `/metrics` in the Prometheus text format (`OpenMetrics`).
     #[must_use]
     pub fn metrics(&self) -> String {
-        self.shared
-            .metrics
-            .encode(self.shared.running_count(), self.concurrency)
+        self.shared.metrics.encode(&crate::metrics::Gauges {
+            in_flight: self.shared.running_count(),
+            concurrency: self.config.settings.worker.concurrency,
+            heartbeat_lag: self.shared.heartbeat_lag().as_secs_f64(),
+            fix_ups_pending: self.shared.fix_ups().len(),
+        })
     }
 }
 
@@ -113,22 +219,19 @@ impl WorkerHandle {
     /// Jobs running now.
     #[must_use]
     pub fn running(&self) -> usize {
-        self.shared.running_count()
+        self.probe.shared.running_count()
     }
 
-    /// What the worker's HTTP endpoint reads: metrics and the running count.
+    /// What the worker's HTTP endpoint reads: metrics and status.
     #[must_use]
     pub fn probe(&self) -> WorkerProbe {
-        WorkerProbe {
-            shared: self.shared.clone(),
-            concurrency: self.concurrency,
-        }
+        self.probe.clone()
     }
 
     /// Jobs handed back since start.
     #[must_use]
     pub fn jobs_executed(&self) -> i32 {
-        self.shared.jobs_executed()
+        self.probe.shared.jobs_executed()
     }
 
     /// Waits for the worker to end.
@@ -184,14 +287,19 @@ impl Worker {
             stop_claiming: CancellationToken::new(),
             abandon: CancellationToken::new(),
         };
-        let shared = Arc::new(Shared::default());
-        let concurrency = self.config.settings.worker.concurrency;
-        let task = tokio::spawn(self.run(control.clone(), shared.clone()));
+        let metrics = crate::metrics::Metrics::new(self.executor.metrics());
+        metrics.init_tags(&self.config.settings.windmill.tags);
+        let shared = Arc::new(Shared::new(metrics));
+        let probe = WorkerProbe {
+            shared: shared.clone(),
+            config: self.config.clone(),
+            name: self.name.clone(),
+        };
+        let task = tokio::spawn(self.run(control.clone(), shared));
         WorkerHandle {
             control,
             task,
-            shared,
-            concurrency,
+            probe,
         }
     }
 
@@ -204,7 +312,8 @@ impl Worker {
             concurrency = settings.worker.concurrency,
             "worker started"
         );
-        let hub = LogHub::new(self.queue.clone(), settings.logs.clone());
+        let hub =
+            LogHub::new(self.queue.clone(), settings.logs.clone()).counting(shared.metrics.logs());
         let hub_stop = CancellationToken::new();
         let hub_task = tokio::spawn(hub.clone().run(hub_stop.clone()));
         let beat_stop = CancellationToken::new();

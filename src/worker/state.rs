@@ -2,14 +2,14 @@
 //! out of a job's task — a panic included — leaves it in the heartbeat), pending fix-ups and the
 //! count of jobs handed back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Cancellation, JobId, Progress};
+use crate::domain::{Cancellation, Job, JobId, Progress};
 use crate::queue::{FixUp, JobState};
 
 /// Why a running job was told to stop.
@@ -25,8 +25,12 @@ pub(super) enum StopReason {
 #[derive(Debug)]
 pub(super) struct RunningJob {
     pub(super) workspace: String,
-    /// When it entered the running set (for occupancy).
-    since: Instant,
+    /// Its script or flow path, for the status page.
+    pub(super) path: Option<String>,
+    /// Its tag.
+    pub(super) tag: String,
+    /// When it entered the running set (for occupancy, metrics and the status page).
+    pub(super) since: Instant,
     /// Fired to stop the job's work (cancel, or the job left Windmill).
     pub(super) cancel: CancellationToken,
     /// Fired when the job became another worker's: stop following it, touch nothing.
@@ -37,9 +41,11 @@ pub(super) struct RunningJob {
 }
 
 impl RunningJob {
-    fn new(workspace: String) -> Self {
+    fn new(job: &Job) -> Self {
         Self {
-            workspace,
+            workspace: job.workspace.clone(),
+            path: job.path.clone(),
+            tag: job.tag.clone(),
             since: Instant::now(),
             cancel: CancellationToken::new(),
             detach: CancellationToken::new(),
@@ -72,28 +78,100 @@ impl RunningJob {
     }
 }
 
+/// How many failures the status page remembers.
+const RECENT_FAILURES: usize = 20;
+
+/// A job that ended as a failure, for the status page.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecentFailure {
+    /// Windmill's job id.
+    pub id: JobId,
+    /// The workspace.
+    pub workspace: String,
+    /// The script or flow path.
+    pub path: Option<String>,
+    /// The tag.
+    pub tag: String,
+    /// The failure category (`oom_killed`, `unschedulable`, ...).
+    pub category: String,
+    /// The failure's name (`ExecutionErr`, `Unschedulable`, ...).
+    pub name: String,
+    /// What happened and how to fix it (the job's own output stays in Windmill).
+    pub hint: String,
+    /// When it was handed back.
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
 /// State shared by the claim loop, the job tasks, the heartbeat and the fix-up loop.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Shared {
     running: Mutex<HashMap<JobId, Arc<RunningJob>>>,
     fix_ups: Mutex<Vec<FixUp>>,
     jobs_executed: AtomicI32,
     /// Job-time of the jobs that left the running set.
     finished_busy: Mutex<std::time::Duration>,
+    /// When the heartbeat last committed every ping (else when the worker started).
+    last_beat: Mutex<Instant>,
+    /// The last failures, newest last.
+    failures: Mutex<VecDeque<RecentFailure>>,
     /// What `/metrics` shows.
     pub(super) metrics: crate::metrics::Metrics,
 }
 
+impl Default for Shared {
+    fn default() -> Self {
+        Self::new(crate::metrics::Metrics::default())
+    }
+}
+
 impl Shared {
+    /// Nothing running yet; counting into `metrics`.
+    pub(super) fn new(metrics: crate::metrics::Metrics) -> Self {
+        Self {
+            running: Mutex::default(),
+            fix_ups: Mutex::default(),
+            jobs_executed: AtomicI32::new(0),
+            finished_busy: Mutex::default(),
+            last_beat: Mutex::new(Instant::now()),
+            failures: Mutex::default(),
+            metrics,
+        }
+    }
+
     /// Enters a job in the running set; it leaves when the returned guard is dropped.
-    pub(super) fn enter(self: &Arc<Self>, id: JobId, workspace: String) -> RunningEntry {
-        let job = Arc::new(RunningJob::new(workspace));
+    pub(super) fn enter(self: &Arc<Self>, job: &Job) -> RunningEntry {
+        let id = job.id;
+        let job = Arc::new(RunningJob::new(job));
         self.running().insert(id, job.clone());
         RunningEntry {
             shared: self.clone(),
             id,
             job,
         }
+    }
+
+    /// The heartbeat committed every ping just now.
+    pub(super) fn beat_committed(&self) {
+        *lock(&self.last_beat) = Instant::now();
+    }
+
+    /// Time since the heartbeat last committed every ping.
+    pub(super) fn heartbeat_lag(&self) -> std::time::Duration {
+        lock(&self.last_beat).elapsed()
+    }
+
+    /// Remembers a failure for the status page.
+    pub(super) fn record_failure(&self, failure: RecentFailure) {
+        let mut failures = lock(&self.failures);
+        if failures.len() == RECENT_FAILURES {
+            failures.pop_front();
+        }
+        failures.push_back(failure);
+    }
+
+    /// The last failures, newest first.
+    pub(super) fn recent_failures(&self) -> Vec<RecentFailure> {
+        lock(&self.failures).iter().rev().cloned().collect()
     }
 
     /// The jobs running now.
@@ -147,6 +225,10 @@ impl Shared {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A job's place in the running set: dropping it (however the job's task ends) takes the job out
 /// of the heartbeat, so a dead task never keeps a job alive in Windmill.
 #[derive(Debug)]
@@ -182,8 +264,7 @@ mod tests {
     #[test]
     fn a_job_leaves_the_running_set_when_its_entry_drops_even_in_a_panic() {
         let shared = Arc::new(Shared::default());
-        let id = JobId::new_v4();
-        let entry = shared.enter(id, "ws".into());
+        let entry = shared.enter(&crate::testing::job());
         assert_eq!(shared.running_count(), 1);
         let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let _entry = entry;

@@ -28,6 +28,8 @@ pub struct Bed {
     pub client: Client,
     pub namespace: String,
     pub worker: Option<WorkerHandle>,
+    /// The running worker's executor (for its HTTP endpoint).
+    pub executor: Option<Executor>,
     pub stock_stop: CancellationToken,
 }
 
@@ -114,6 +116,7 @@ impl Bed {
             client,
             namespace,
             worker: None,
+            executor: None,
             stock_stop,
         };
         let config = bed_config(&bed.namespace, extra);
@@ -130,11 +133,23 @@ impl Bed {
         let executor = KubernetesExecutor::connect(Arc::new(config.clone()))
             .await
             .expect("the executor connects to the bed");
-        self.worker = Some(super::start_worker(
-            &self.db.pool,
-            config,
-            Executor::Kubernetes(executor),
-        ));
+        let executor = Executor::Kubernetes(executor);
+        self.executor = Some(executor.clone());
+        self.worker = Some(super::start_worker(&self.db.pool, config, executor));
+    }
+
+    /// Serves the running worker's HTTP endpoint (as `run` does) on a free loopback port, until
+    /// `stop`; returns the port.
+    pub async fn serve_http(&self, stop: CancellationToken) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let endpoint = flext_kubernetes::http::Endpoint {
+            probe: self.worker.as_ref().expect("a worker runs").probe(),
+            queue: self.db.queue(),
+            executor: self.executor.clone().expect("a worker runs"),
+        };
+        tokio::spawn(flext_kubernetes::http::serve(listener, endpoint, stop));
+        port
     }
 
     pub fn jobs(&self) -> Api<KubeJob> {

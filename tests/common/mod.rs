@@ -6,6 +6,7 @@
 
 pub mod bed;
 pub mod oci;
+pub mod scrape;
 pub mod stock;
 pub mod tools;
 pub mod windmill_api;

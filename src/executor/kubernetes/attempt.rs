@@ -290,15 +290,21 @@ impl Inner {
         );
         // The objects' copy here is dropped on return: a job may wait for capacity for a long
         // time.
+        let object = render::object_name(run.job, attempt);
+        run.progress.set_phase("creating the Kubernetes Job");
         match self.create(&objects, run.cancel, run.logs).await {
             Created::Fresh => {
+                run.progress.record_job(&object, false);
                 if run.job.prior_output_lines > 0 {
                     run.logs.note("running the script again: the output above is from an earlier run that did not finish");
                 }
                 Ok((nonce.to_owned(), 0))
             }
             // The output of this pod that a stopped worker already logged is not repeated.
-            Created::Adopted(existing) => Ok((existing, run.job.prior_output_lines)),
+            Created::Adopted(existing) => {
+                run.progress.record_job(&object, true);
+                Ok((existing, run.job.prior_output_lines))
+            }
             Created::Canceled => Err(Completion::canceled(started.elapsed())),
             Created::Failed(failure) => Err(Completion::failed(failure, started.elapsed())),
         }
@@ -326,10 +332,24 @@ impl Inner {
             let event = match action {
                 Action::Check => {
                     pod = self.watch.pod(&id, attempt);
-                    pod.as_ref().map_or(Event::NoPod, |pod| Event::Pod {
-                        state: classify::assess(pod),
-                        user_code_started: classify::user_code_started(pod),
-                    })
+                    pod.as_ref().map_or_else(
+                        || {
+                            run.progress.set_phase("waiting for the Job's pod");
+                            Event::NoPod
+                        },
+                        |pod| {
+                            let state = classify::assess(pod);
+                            let user_code_started = classify::user_code_started(pod);
+                            if user_code_started {
+                                run.progress.record_user_code_started();
+                            }
+                            run.progress.set_phase(state.phase());
+                            Event::Pod {
+                                state,
+                                user_code_started,
+                            }
+                        },
+                    )
                 }
                 Action::Wait => next_event(run, &mut stream, &mut follower).await,
                 Action::Note(message) => {
@@ -347,6 +367,7 @@ impl Inner {
                     }
                 }
                 Action::Conclude(ended) => {
+                    run.progress.record_pod_terminated();
                     // Everything the container printed, then the verdict.
                     if let Some(pod) = &pod {
                         self.read_to_end(pod, stream.take(), &mut follower, ended.patience())

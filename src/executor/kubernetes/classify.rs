@@ -49,6 +49,23 @@ pub enum PodState {
     },
 }
 
+impl PodState {
+    /// A few words for the status page: where the job is (no message: those go to its log).
+    #[must_use]
+    pub fn phase(&self) -> &'static str {
+        match self {
+            Self::Unschedulable(_) => "pending: waiting for capacity",
+            Self::PullingImage { .. } => "pending: pulling the image",
+            Self::InvalidImage { .. } => "failing: invalid image",
+            Self::ConfigError(_) => "failing: container config error",
+            Self::Starting(_) => "starting",
+            Self::Running => "running",
+            Self::Terminated { .. } => "terminated",
+            Self::Disrupted { .. } => "disrupted",
+        }
+    }
+}
+
 /// Whether the user's code ever started in this pod.
 #[must_use]
 pub fn user_code_started(pod: &Pod) -> bool {

@@ -14,6 +14,7 @@
 pub mod access;
 mod attempt;
 pub mod classify;
+mod counted;
 mod follow;
 mod objects;
 mod outcome;
@@ -37,6 +38,7 @@ use crate::config::Config;
 use crate::domain::{Completion, FailureCategory, Job, JobFailure, JobId, Progress};
 use crate::hints::{self, PodSettings, WindmillFields};
 use crate::logs::LogSink;
+use crate::metrics::KubeMetrics;
 use crate::windmill_api::{self, JobAccess, WindmillApi};
 
 /// How long a job's token outlives the job's timeout.
@@ -76,6 +78,7 @@ struct Inner {
     secrets: Api<Secret>,
     watch: PodWatch,
     limiter: ratelimit::RateLimiter,
+    metrics: KubeMetrics,
     api: Option<WindmillApi>,
     _stop: tokio_util::sync::DropGuard,
 }
@@ -116,7 +119,11 @@ impl KubernetesExecutor {
                 .await
                 .map_err(|e| Error::Config(e.to_string()))?
         };
-        let client = Client::try_from(kube_config).map_err(|e| Error::Config(e.to_string()))?;
+        let metrics = KubeMetrics::default();
+        let client = kube::client::ClientBuilder::try_from(kube_config)
+            .map_err(|e| Error::Config(e.to_string()))?
+            .with_layer(&counted::CountLayer(metrics.clone()))
+            .build();
         let namespace = cluster.namespace.clone();
         // Every permission first: a worker that could claim jobs but not run them would fail each
         // one; better not to start, naming what is missing.
@@ -143,6 +150,7 @@ impl KubernetesExecutor {
         let limiter = ratelimit::RateLimiter::new(
             config.settings.executor.api_qps,
             config.settings.executor.api_burst,
+            metrics.clone(),
         );
         let api = match (&config.windmill_url, &config.windmill_token) {
             (Some(url), Some(token)) => Some(
@@ -160,6 +168,7 @@ impl KubernetesExecutor {
             client,
             watch,
             limiter,
+            metrics,
             config,
             _stop: stop.drop_guard(),
         };
@@ -191,6 +200,12 @@ impl KubernetesExecutor {
     #[must_use]
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// The executor's metrics (API requests, rate-limiter waits, system retries).
+    #[must_use]
+    pub fn metrics(&self) -> KubeMetrics {
+        self.inner.metrics.clone()
     }
 
     /// Kubernetes API requests made so far through the rate limiter (the shared pod watch aside).
@@ -266,6 +281,7 @@ impl KubernetesExecutor {
                     return completion;
                 }
                 Attempt::SystemRetry(reason) => {
+                    self.inner.metrics.system_retry(&job.tag);
                     self.inner.delete_attempt(job, attempt).await;
                     last_reason = reason;
                     if attempt > budget {

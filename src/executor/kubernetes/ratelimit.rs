@@ -1,11 +1,14 @@
 //! A client-side token bucket for Kubernetes API requests: `qps` on average, `burst` at once. It
-//! also counts the requests it let through (for `scripts/bench k8s`).
+//! also counts the requests it let through (for `scripts/bench k8s`) and how long each waited
+//! (`flext_kube_rate_limiter_wait_seconds`).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::metrics::KubeMetrics;
 
 #[derive(Debug)]
 struct Bucket {
@@ -20,11 +23,12 @@ pub struct RateLimiter {
     burst: f64,
     bucket: Mutex<Bucket>,
     requests: AtomicU64,
+    metrics: KubeMetrics,
 }
 
 impl RateLimiter {
     /// A limiter; `qps` 0 means unlimited.
-    pub fn new(qps: u32, burst: u32) -> Self {
+    pub fn new(qps: u32, burst: u32, metrics: KubeMetrics) -> Self {
         let burst = f64::from(burst.max(1));
         Self {
             qps: f64::from(qps),
@@ -34,6 +38,7 @@ impl RateLimiter {
                 last: Instant::now(),
             }),
             requests: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -46,6 +51,7 @@ impl RateLimiter {
     pub async fn acquire(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if self.qps <= 0.0 {
+            self.metrics.limiter_waited(Duration::ZERO);
             return;
         }
         let wait = {
@@ -64,6 +70,7 @@ impl RateLimiter {
                 Duration::from_secs_f64(-bucket.tokens / self.qps)
             }
         };
+        self.metrics.limiter_waited(wait);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -76,7 +83,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn bursts_then_holds_the_rate() {
-        let limiter = RateLimiter::new(10, 5);
+        let limiter = RateLimiter::new(10, 5, KubeMetrics::default());
         let start = Instant::now();
         for _ in 0..5 {
             limiter.acquire().await;

@@ -3,7 +3,8 @@
 //! worker: the objects and their labels, the Role against `files/rbac-rules.yaml`, the grace
 //! period against `worker.shutdown_grace`, the jobs `NetworkPolicy` against the labels of a job pod
 //! the built worker renders from the chart's own config, no secret values anywhere, and bad
-//! values failing with the field's name. Helm comes from `scripts/tools helm` (built once from
+//! values failing with the field's name, and the autoscalers (KEDA's queue query, the HPA's
+//! metric, never both). Helm comes from `scripts/tools helm` (built once from
 //! the Go module proxy, then cached); no cluster is needed.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
@@ -141,6 +142,15 @@ fn helm_lint_passes_with_the_required_secret_and_with_every_option() {
             "database.existingSecret=x",
         ],
         vec!["lint", "--strict", chart, "-f", &full],
+        vec![
+            "lint",
+            "--strict",
+            chart,
+            "--set",
+            "database.existingSecret=x",
+            "--set",
+            "autoscaling.keda.enabled=true",
+        ],
     ] {
         let out = helm(&args);
         assert!(out.status.success(), "helm {args:?}:\n{}", text(&out));
@@ -164,6 +174,8 @@ fn default_values_render_the_worker_and_its_jobs_side_in_the_release_namespace()
         ])
     );
     assert_eq!(objects.len(), 10);
+    // No autoscaler: replicaCount sets the count.
+    assert_eq!(one(&objects, "StatefulSet", "")["spec"]["replicas"], 1);
     for object in &objects {
         assert_eq!(namespace_of(object), NAMESPACE, "{object}");
     }
@@ -182,8 +194,9 @@ fn full_values_put_the_jobs_side_in_the_jobs_namespace() {
     let objects = template(&full);
     let mut expected = kinds(&template(DEFAULT));
     expected.insert("Namespace".into(), 1);
+    expected.insert("HorizontalPodAutoscaler".into(), 1);
     assert_eq!(kinds(&objects), expected);
-    assert_eq!(objects.len(), 11);
+    assert_eq!(objects.len(), 12);
     let jobs_ns = "flext-gpu-jobs";
     assert_eq!(one(&objects, "Namespace", "")["metadata"]["name"], jobs_ns);
     for (kind, name) in [
@@ -221,8 +234,14 @@ fn full_values_put_the_jobs_side_in_the_jobs_namespace() {
         serde_json::json!(["k8s-gpu", "k8s-gpu-large"]),
         "a list replaces the default"
     );
+    // The HPA owns the count: replicaCount (3) is not rendered.
     let sts = one(&objects, "StatefulSet", "");
-    assert_eq!(sts["spec"]["replicas"], 3);
+    assert!(sts["spec"].get("replicas").is_none(), "{}", sts["spec"]);
+    let hpa = one(&objects, "HorizontalPodAutoscaler", "flext-gpu");
+    assert_eq!(
+        (&hpa["spec"]["minReplicas"], &hpa["spec"]["maxReplicas"]),
+        (&serde_json::json!(2), &serde_json::json!(8))
+    );
     assert_eq!(
         worker_container(&objects)["image"],
         "registry.example.com/mirror/flext-kubernetes@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -702,6 +721,28 @@ fn bad_values_fail_with_the_field_name() {
             &["--set", "jobs.createNamespace=true"],
             "jobs.createNamespace",
         ),
+        (&["--set", "autoscaling.maxReplicas=0"], "maxReplicas"),
+        (&["--set", "autoscaling.keda.enabeld=true"], "enabeld"),
+        (
+            &[
+                "--set",
+                "autoscaling.hpa.enabled=true",
+                "--set",
+                "autoscaling.minReplicas=0",
+            ],
+            "minReplicas 0 needs KEDA",
+        ),
+        (
+            &[
+                "--set",
+                "autoscaling.keda.enabled=true",
+                "--set",
+                "autoscaling.minReplicas=5",
+                "--set",
+                "autoscaling.maxReplicas=3",
+            ],
+            "autoscaling.maxReplicas (3) is below autoscaling.minReplicas (5)",
+        ),
     ];
     for (extra, field) in cases {
         let mut values = DEFAULT.to_vec();
@@ -789,4 +830,210 @@ fn the_probes_reach_the_workers_http_endpoint() {
     ]);
     let container = worker_container(&no_liveness);
     assert!(container.get("livenessProbe").is_none() && container.get("readinessProbe").is_some());
+}
+
+/// The objects with `DEFAULT` and `extra` values.
+fn with(extra: &[&str]) -> Vec<Value> {
+    let mut values = DEFAULT.to_vec();
+    values.extend_from_slice(extra);
+    template(&values)
+}
+
+/// The autoscaler objects the chart may render, by kind.
+const AUTOSCALER_KINDS: [&str; 3] = [
+    "ScaledObject",
+    "TriggerAuthentication",
+    "HorizontalPodAutoscaler",
+];
+
+/// KEDA: a `ScaledObject` on the `StatefulSet` whose PostgreSQL trigger runs the chart's query file
+/// with the worker's tags written in, over the worker's concurrency, connecting through a
+/// `TriggerAuthentication` that names a Secret key (the worker's by default), never a password.
+#[test]
+fn keda_scales_the_workers_on_the_queue_query_of_their_tags() {
+    let objects = with(&[
+        "--set",
+        "autoscaling.keda.enabled=true",
+        "--set-json",
+        r#"config={"windmill":{"tags":["k8s","k8s-gpu"]},"worker":{"concurrency":16}}"#,
+        "--set",
+        "autoscaling.minReplicas=0",
+        "--set",
+        "autoscaling.maxReplicas=12",
+    ]);
+    let mut expected = kinds(&template(DEFAULT));
+    expected.insert("ScaledObject".into(), 1);
+    expected.insert("TriggerAuthentication".into(), 1);
+    assert_eq!(kinds(&objects), expected);
+    let sts = one(&objects, "StatefulSet", "");
+    assert!(
+        sts["spec"].get("replicas").is_none(),
+        "KEDA owns the count: {}",
+        sts["spec"]
+    );
+    let scaled = one(&objects, "ScaledObject", "");
+    assert_eq!(scaled["apiVersion"], "keda.sh/v1alpha1");
+    assert_eq!(namespace_of(scaled), NAMESPACE);
+    assert_eq!(
+        scaled["spec"]["scaleTargetRef"],
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": sts["metadata"]["name"]})
+    );
+    assert_eq!(scaled["spec"]["minReplicaCount"], 0);
+    assert_eq!(scaled["spec"]["maxReplicaCount"], 12);
+    assert_eq!(scaled["spec"]["pollingInterval"], 15);
+    assert_eq!(scaled["spec"]["cooldownPeriod"], 300);
+    assert_eq!(
+        scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"],
+        300
+    );
+    let triggers = scaled["spec"]["triggers"].as_array().unwrap();
+    assert_eq!(triggers.len(), 1);
+    let trigger = &triggers[0];
+    assert_eq!(trigger["type"], "postgresql");
+    assert_eq!(trigger["metadata"]["targetQueryValue"], "16");
+    let file = std::fs::read_to_string(chart().join("files/keda-queue-depth.sql")).unwrap();
+    assert_eq!(
+        trigger["metadata"]["query"],
+        file.trim()
+            .replace("ANY($1)", "ANY(ARRAY[E'k8s', E'k8s-gpu']::text[])")
+    );
+    let auth = one(&objects, "TriggerAuthentication", "");
+    assert_eq!(
+        trigger["authenticationRef"]["name"],
+        auth["metadata"]["name"]
+    );
+    assert_eq!(namespace_of(auth), NAMESPACE);
+    assert_eq!(
+        auth["spec"],
+        serde_json::json!({"secretTargetRef": [{"parameter": "connection", "name": "windmill-db", "key": "url"}]})
+    );
+
+    // Another Secret (a read-only role for KEDA), and the worker's default concurrency.
+    let objects = with(&[
+        "--set",
+        "autoscaling.keda.enabled=true",
+        "--set",
+        "autoscaling.keda.database.existingSecret=keda-db",
+        "--set",
+        "autoscaling.keda.database.key=dsn",
+        "--set",
+        "autoscaling.keda.pollingInterval=5",
+    ]);
+    assert_eq!(
+        one(&objects, "TriggerAuthentication", "")["spec"]["secretTargetRef"][0],
+        serde_json::json!({"parameter": "connection", "name": "keda-db", "key": "dsn"})
+    );
+    let scaled = one(&objects, "ScaledObject", "");
+    assert_eq!(scaled["spec"]["pollingInterval"], 5);
+    let worker_default = flext_kubernetes::config::Config::from_yaml("", &BTreeMap::new())
+        .unwrap()
+        .settings
+        .worker
+        .concurrency;
+    assert_eq!(
+        scaled["spec"]["triggers"][0]["metadata"]["targetQueryValue"],
+        worker_default.to_string(),
+        "the chart's fallback is the worker's default concurrency"
+    );
+    assert!(
+        scaled["spec"]["triggers"][0]["metadata"]["query"]
+            .as_str()
+            .unwrap()
+            .contains("ANY(ARRAY[E'k8s']::text[])")
+    );
+}
+
+/// Without KEDA: an `autoscaling/v2` HPA on the External metric `flext_queue_depth` of the
+/// worker's tags (`when: due`) and the in-flight Pods metric, each over the worker's concurrency.
+#[test]
+fn the_hpa_scales_the_workers_on_the_due_queue_depth_metric() {
+    let objects = with(&[
+        "--set",
+        "autoscaling.hpa.enabled=true",
+        "--set-json",
+        r#"config={"windmill":{"tags":["k8s","k8s-gpu"]},"worker":{"concurrency":8}}"#,
+    ]);
+    let mut expected = kinds(&template(DEFAULT));
+    expected.insert("HorizontalPodAutoscaler".into(), 1);
+    assert_eq!(kinds(&objects), expected);
+    let sts = one(&objects, "StatefulSet", "");
+    assert!(sts["spec"].get("replicas").is_none(), "{}", sts["spec"]);
+    let hpa = one(&objects, "HorizontalPodAutoscaler", "");
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"],
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": sts["metadata"]["name"]})
+    );
+    assert_eq!(hpa["spec"]["minReplicas"], 1);
+    assert_eq!(hpa["spec"]["maxReplicas"], 10);
+    assert_eq!(
+        hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"],
+        300
+    );
+    assert_eq!(
+        hpa["spec"]["metrics"],
+        serde_json::json!([
+            {
+                "type": "External",
+                "external": {
+                    "metric": {
+                        "name": "flext_queue_depth",
+                        "selector": {
+                            "matchLabels": {"when": "due"},
+                            "matchExpressions": [{"key": "tag", "operator": "In", "values": ["k8s", "k8s-gpu"]}],
+                        },
+                    },
+                    "target": {"type": "AverageValue", "averageValue": "8"},
+                },
+            },
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": "flext_jobs_in_flight"},
+                    "target": {"type": "AverageValue", "averageValue": "8"},
+                },
+            },
+        ])
+    );
+    let objects = with(&[
+        "--set",
+        "autoscaling.hpa.enabled=true",
+        "--set",
+        "autoscaling.hpa.inFlightMetric=",
+    ]);
+    let metrics = &one(&objects, "HorizontalPodAutoscaler", "")["spec"]["metrics"];
+    assert_eq!(metrics.as_array().unwrap().len(), 1, "{metrics}");
+}
+
+/// KEDA makes an HPA of its own: two would fight over the replicas, so both at once fail.
+#[test]
+fn keda_and_the_hpa_together_fail_the_install_naming_both() {
+    let mut values = DEFAULT.to_vec();
+    values.extend([
+        "--set",
+        "autoscaling.keda.enabled=true",
+        "--set",
+        "autoscaling.hpa.enabled=true",
+    ]);
+    let error = try_template(&values).unwrap_err();
+    assert!(
+        error.contains("autoscaling.keda.enabled and autoscaling.hpa.enabled are both true")
+            && error.contains("enable one"),
+        "{error}"
+    );
+}
+
+/// Off by default: no autoscaler object with the default values; the full values' HPA comes
+/// without KEDA's objects.
+#[test]
+fn no_autoscaler_is_rendered_by_default() {
+    let objects = template(DEFAULT);
+    for kind in AUTOSCALER_KINDS {
+        assert!(!kinds(&objects).contains_key(kind), "{kind}");
+    }
+    let full = full();
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    let objects = template(&full);
+    assert!(!kinds(&objects).contains_key("ScaledObject"));
+    assert!(!kinds(&objects).contains_key("TriggerAuthentication"));
 }

@@ -197,3 +197,59 @@ config.worker.http.listen; empty when the endpoint is off (null).
 {{- $port -}}
 {{- end -}}
 {{- end -}}
+
+{{/* config.worker.concurrency of the merged config: the jobs one worker runs at once (the
+worker's default, 64, when not set; tests/chart.rs checks the two agree). */}}
+{{- define "flext-kubernetes.concurrency" -}}
+{{- $settings := include "flext-kubernetes.settings" . | fromYaml -}}
+{{- dig "worker" "concurrency" 64 $settings | int64 -}}
+{{- end -}}
+
+{{/*
+Which autoscaler owns the StatefulSet's replicas: `keda`, `hpa`, or empty (replicaCount). Both at
+once fails: two HPAs on one StatefulSet (KEDA makes one of its own) would set it in turn.
+*/}}
+{{- define "flext-kubernetes.autoscaler" -}}
+{{- $keda := .Values.autoscaling.keda.enabled -}}
+{{- $hpa := .Values.autoscaling.hpa.enabled -}}
+{{- if and $keda $hpa -}}
+{{- fail "autoscaling.keda.enabled and autoscaling.hpa.enabled are both true: KEDA makes a HorizontalPodAutoscaler of its own, and two of them would fight over the workers' replicas; enable one (KEDA where it is installed, else the HPA)" -}}
+{{- end -}}
+{{- $min := .Values.autoscaling.minReplicas | int64 -}}
+{{- $max := .Values.autoscaling.maxReplicas | int64 -}}
+{{- if and (or $keda $hpa) (lt $max $min) -}}
+{{- fail (printf "autoscaling.maxReplicas (%d) is below autoscaling.minReplicas (%d): raise maxReplicas" $max $min) -}}
+{{- end -}}
+{{- if and $hpa (eq $min 0) -}}
+{{- fail "autoscaling.minReplicas 0 needs KEDA (autoscaling.keda.enabled): a HorizontalPodAutoscaler keeps at least 1 pod; set minReplicas to 1 or more" -}}
+{{- end -}}
+{{- if $keda }}keda{{ else if $hpa }}hpa{{ end -}}
+{{- end -}}
+
+{{/* The worker's tags (config.windmill.tags of the merged config), as a YAML list. */}}
+{{- define "flext-kubernetes.tags" -}}
+{{- $settings := include "flext-kubernetes.settings" . | fromYaml -}}
+{{- $tags := $settings.windmill.tags -}}
+{{- if or (not (kindIs "slice" $tags)) (not $tags) -}}
+{{- fail (printf "config.windmill.tags must be a non-empty list of tags (got %v): the autoscaler counts the queue of those tags" $tags) -}}
+{{- end -}}
+{{- toYaml $tags -}}
+{{- end -}}
+
+{{/*
+The KEDA query: files/keda-queue-depth.sql with its tags parameter `$1` written in as
+ARRAY[E'<tag>', ...]::text[]. Each tag is an escape string literal (backslash and quote doubled),
+which means the same whatever the server's standard_conforming_strings: no tag can end the
+literal or the query.
+*/}}
+{{- define "flext-kubernetes.kedaQuery" -}}
+{{- $literals := list -}}
+{{- range (include "flext-kubernetes.tags" . | fromYamlArray) -}}
+{{- $literals = append $literals (printf "E'%s'" (toString . | replace "\\" "\\\\" | replace "'" "''")) -}}
+{{- end -}}
+{{- $file := .Files.Get "files/keda-queue-depth.sql" | trim -}}
+{{- if not (contains "ANY($1)" $file) -}}
+{{- fail "files/keda-queue-depth.sql has no `ANY($1)` for the tags: the chart cannot fill them in" -}}
+{{- end -}}
+{{- replace "ANY($1)" (printf "ANY(ARRAY[%s]::text[])" (join ", " $literals)) $file -}}
+{{- end -}}

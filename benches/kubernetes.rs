@@ -52,6 +52,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// The worker's poll interval when the queue is empty (the default is 100ms).
@@ -112,8 +113,11 @@ async fn run() {
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
     );
 
-    let latency = latency(&db, &client, &namespace, &seen).await;
-    println!("{latency}");
+    let (table, quiet_p50) = latency(&db, &client, &namespace, &seen, false).await;
+    println!("{table}");
+    // The same run again with the worker's endpoint scraped as hard as no Prometheus does.
+    let (_, scraped_p50) = latency(&db, &client, &namespace, &seen, true).await;
+    println!("{}", metrics_overhead(quiet_p50, scraped_p50));
     let mut rows = Vec::new();
     for (concurrency, jobs, qps) in THROUGHPUT {
         rows.push(throughput(&db, &namespace, &seen, concurrency, jobs, qps).await);
@@ -396,9 +400,43 @@ async fn in_process_worker(
 // ---------------------------------------------------------------------------------------------
 // Latency.
 
-async fn latency(db: &BenchDb, client: &Client, namespace: &str, seen: &Observer) -> String {
+/// The latency table, and its claimed → Job seen p50 (seconds). With `scrape`, the worker's
+/// `/metrics` and `/status` are read every [`SCRAPE_EVERY`] meanwhile.
+async fn latency(
+    db: &BenchDb,
+    client: &Client,
+    namespace: &str,
+    seen: &Observer,
+    scrape: bool,
+) -> (String, f64) {
     let (config, executor) = in_process_worker(namespace, LATENCY_CONCURRENCY, 1000).await;
-    let handle = common::start_worker(&db.pool, config, Executor::Kubernetes(executor));
+    let executor = Executor::Kubernetes(executor);
+    let handle = common::start_worker(&db.pool, config, executor.clone());
+    let scraping = CancellationToken::new();
+    if scrape {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the endpoint");
+        let port = listener.local_addr().expect("its address").port();
+        let endpoint = flext_kubernetes::http::Endpoint {
+            probe: handle.probe(),
+            queue: flext_kubernetes::queue::PgQueue::from_pool(db.pool.clone()),
+            executor,
+        };
+        tokio::spawn(flext_kubernetes::http::serve(
+            listener,
+            endpoint,
+            scraping.clone(),
+        ));
+        let stop = scraping.clone();
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                common::scrape::get(port, "/metrics").await;
+                common::scrape::get(port, "/status").await;
+                tokio::time::sleep(SCRAPE_EVERY).await;
+            }
+        });
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let period = Duration::from_micros(1_000_000 / LATENCY_RATE_PER_S);
     let mut next = tokio::time::Instant::now();
@@ -412,6 +450,7 @@ async fn latency(db: &BenchDb, client: &Client, namespace: &str, seen: &Observer
         tokio::time::sleep_until(next).await;
     }
     let complete = wait_until(|| async { db.handed_back(&ids).await >= ids.len() }).await;
+    scraping.cancel();
     handle.shutdown().await;
     let rows: Vec<(Uuid, f64, f64, f64)> = sqlx::query_as(
         "SELECT q.id, extract(epoch FROM q.started_at)::float8, extract(epoch FROM h.committed_at)::float8,
@@ -487,7 +526,62 @@ async fn latency(db: &BenchDb, client: &Client, namespace: &str, seen: &Observer
             example.unwrap_or_default()
         );
     }
-    out
+    (out, percentile(&mut claim_to_job, 0.5))
+}
+
+/// How often the second latency run reads `/metrics` and `/status` (Prometheus scrapes every
+/// 15 to 60 s).
+const SCRAPE_EVERY: Duration = Duration::from_millis(250);
+
+/// What metrics cost a job: the worker always records them, so their recording is timed alone
+/// (one job's worth of calls, as the worker makes them), and scraping is compared in one run.
+fn metrics_overhead(quiet_p50: f64, scraped_p50: f64) -> String {
+    use flext_kubernetes::metrics::{JobTimes, Metrics};
+    const JOBS: u32 = 20_000;
+    let metrics = Metrics::default();
+    metrics.init_tags(&["k8s".to_owned()]);
+    let times = JobTimes {
+        queue_wait: Some(Duration::from_millis(20)),
+        claim_to_created: Some(Duration::from_millis(40)),
+        created_to_started: Some(Duration::from_millis(900)),
+        run: Duration::from_millis(1200),
+        hand_back: Some(Duration::from_millis(30)),
+    };
+    // One job: its claim and queue wait, ~8 API requests with their limiter waits, its outcome.
+    let one_job = || {
+        metrics.claimed("k8s", false);
+        metrics.queue_wait("k8s", Duration::from_millis(20));
+        for _ in 0..8 {
+            metrics.kube().limiter_waited(Duration::ZERO);
+            metrics.kube().request("get", "pods/log", Some(200));
+        }
+        metrics.completed("k8s", "success", None, &times);
+    };
+    let mut per_job: Vec<f64> = (0..7)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..JOBS {
+                one_job();
+            }
+            start.elapsed().as_secs_f64() / f64::from(JOBS)
+        })
+        .collect();
+    let record = percentile(&mut per_job, 0.5);
+    format!(
+        "Metrics overhead\n\n\
+         | | value |\n|---|---:|\n\
+         | recording one job's metrics (claim, queue wait, 8 API requests, outcome and its histograms; median of 7 × {JOBS}) | {:.1} µs |\n\
+         | claimed → Job seen p50, endpoint not read | {} |\n\
+         | claimed → Job seen p50, /metrics and /status read every {} ms | {} |\n\
+         | ratio scraped / not read | {:.2}× |\n\
+         | recording as a share of claimed → Job seen p50 | {:.3} % |\n",
+        record * 1e6,
+        ms(quiet_p50),
+        SCRAPE_EVERY.as_millis(),
+        ms(scraped_p50),
+        scraped_p50 / quiet_p50,
+        record / quiet_p50 * 100.0,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

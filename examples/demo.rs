@@ -96,9 +96,14 @@ async fn main() {
         .parent()
         .unwrap()
         .join("flext-kubernetes");
+    let http_port = common::scrape::free_port();
     let mut worker = Command::new(&binary)
         .args(["run", "--config", CONFIG])
         .env("RUST_LOG", "warn")
+        .env(
+            "FLEXT__WORKER__HTTP__LISTEN",
+            format!("127.0.0.1:{http_port}"),
+        )
         .stdout(Stdio::null())
         .spawn()
         .expect("start the worker");
@@ -222,6 +227,36 @@ async fn main() {
             .get::<Option<Value>, _>("result")
             .unwrap_or(Value::Null)
     );
+
+    // What an operator sees: the status page, and the worker's metrics for these jobs.
+    println!(
+        "\n== status page: http://127.0.0.1:{http_port}/ (JSON at /status; served while the worker runs)"
+    );
+    let (_, status) = common::scrape::get(http_port, "/status").await;
+    let status: Value = serde_json::from_str(&status).unwrap_or(Value::Null);
+    println!(
+        "   worker {}, tags {}, ready {}, {} jobs handed back, {} running, {} recent failures",
+        status["worker"],
+        status["tags"],
+        status["ready"],
+        status["jobs_handed_back"],
+        status["running"].as_array().map_or(0, Vec::len),
+        status["recent_failures"].as_array().map_or(0, Vec::len),
+    );
+    println!("== a few lines of http://127.0.0.1:{http_port}/metrics:");
+    let (_, metrics) = common::scrape::get(http_port, "/metrics").await;
+    for line in metrics.lines().filter(|line| {
+        !line.starts_with('#')
+            && !line.ends_with(" 0")
+            && (line.starts_with("flext_jobs_completed_total")
+                || line.starts_with("flext_claim_to_job_created_seconds_sum")
+                || line.starts_with("flext_claim_to_job_created_seconds_count")
+                || line.starts_with("flext_job_run_seconds_count")
+                || line.starts_with("flext_system_retries_total")
+                || line.starts_with("flext_kube_requests_total{verb=\"create\""))
+    }) {
+        println!("   {line}");
+    }
 
     stop.cancel();
     let _ = stock.await;

@@ -373,9 +373,9 @@ impl Metrics {
         let f = &self.families;
         for tag in tags {
             let labels = TagLabels::of(tag);
-            f.claimed.get_or_create(&labels);
-            f.adoptions.get_or_create(&labels);
-            f.kube.system_retries.get_or_create(&labels);
+            drop(f.claimed.get_or_create(&labels));
+            drop(f.adoptions.get_or_create(&labels));
+            drop(f.kube.system_retries.get_or_create(&labels));
             for family in [
                 &f.queue_wait,
                 &f.claim_to_created,
@@ -383,7 +383,7 @@ impl Metrics {
                 &f.run_seconds,
                 &f.hand_back,
             ] {
-                family.get_or_create(&labels);
+                drop(family.get_or_create(&labels));
             }
             let outcomes = [("success", ""), ("canceled", "")].into_iter().chain(
                 crate::domain::FailureCategory::ALL
@@ -391,17 +391,17 @@ impl Metrics {
                     .map(|c| ("failure", c.as_str())),
             );
             for (outcome, category) in outcomes {
-                f.completed.get_or_create(&CompletedLabels {
+                drop(f.completed.get_or_create(&CompletedLabels {
                     tag: tag.clone(),
                     outcome: outcome.to_owned(),
                     category: category.to_owned(),
-                });
+                }));
             }
             for when in ["due", "later"] {
-                f.queue_depth.get_or_create(&DepthLabels {
+                drop(f.queue_depth.get_or_create(&DepthLabels {
                     tag: tag.clone(),
                     when: when.to_owned(),
-                });
+                }));
             }
         }
     }

@@ -599,19 +599,27 @@ fn the_jobs_network_policy_selects_the_job_pods_the_worker_renders() {
 /// no peers, or the endpoint off, nothing.
 #[test]
 fn the_worker_admits_scrapes_on_its_http_port_only() {
-    let ingress = |extra: &[&str]| {
-        one(&with(extra), "NetworkPolicy", "-worker")["spec"]["ingress"].clone()
-    };
+    let ingress =
+        |extra: &[&str]| one(&with(extra), "NetworkPolicy", "-worker")["spec"]["ingress"].clone();
     assert_eq!(
         ingress(&[]),
         serde_json::json!([{"from": [{"namespaceSelector": {}}], "ports": [{"port": "http", "protocol": "TCP"}]}])
     );
     assert_eq!(
-        ingress(&["--set", "networkPolicy.worker.scrapeFrom[0].namespaceSelector.matchLabels.team=monitoring"])[0]["from"],
+        ingress(&[
+            "--set",
+            "networkPolicy.worker.scrapeFrom[0].namespaceSelector.matchLabels.team=monitoring"
+        ])[0]["from"],
         serde_json::json!([{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}])
     );
-    assert_eq!(ingress(&["--set", "networkPolicy.worker.scrapeFrom=null"]), serde_json::json!([]));
-    assert_eq!(ingress(&["--set", "config.worker.http.listen=null"]), serde_json::json!([]));
+    assert_eq!(
+        ingress(&["--set", "networkPolicy.worker.scrapeFrom=null"]),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        ingress(&["--set", "config.worker.http.listen=null"]),
+        serde_json::json!([])
+    );
 }
 
 /// Destinations: CIDRs and selectors become peers; none means the ports to any address.

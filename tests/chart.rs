@@ -15,7 +15,7 @@ use std::process::Command;
 
 mod common;
 
-use common::tools::{chart, helm, text};
+use common::tools::{chart, helm, promtool, text};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -104,7 +104,12 @@ fn namespace_of(object: &Value) -> &str {
 
 /// The worker config the chart renders (its ConfigMap's `config.yaml`), as YAML text.
 fn config_text(objects: &[Value]) -> String {
-    one(objects, "ConfigMap", "")["data"]["config.yaml"]
+    let with_config: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap" && o["data"]["config.yaml"].is_string())
+        .collect();
+    assert_eq!(with_config.len(), 1, "one worker config: {with_config:?}");
+    with_config[0]["data"]["config.yaml"]
         .as_str()
         .unwrap()
         .to_owned()
@@ -195,8 +200,12 @@ fn full_values_put_the_jobs_side_in_the_jobs_namespace() {
     let mut expected = kinds(&template(DEFAULT));
     expected.insert("Namespace".into(), 1);
     expected.insert("HorizontalPodAutoscaler".into(), 1);
+    // The monitoring: the dashboard's ConfigMap, the alerts, the scrape.
+    *expected.get_mut("ConfigMap").unwrap() += 1;
+    expected.insert("PrometheusRule".into(), 1);
+    expected.insert("ServiceMonitor".into(), 1);
     assert_eq!(kinds(&objects), expected);
-    assert_eq!(objects.len(), 12);
+    assert_eq!(objects.len(), 15);
     let jobs_ns = "flext-gpu-jobs";
     assert_eq!(one(&objects, "Namespace", "")["metadata"]["name"], jobs_ns);
     for (kind, name) in [
@@ -212,9 +221,16 @@ fn full_values_put_the_jobs_side_in_the_jobs_namespace() {
         ("StatefulSet", "flext-gpu"),
         ("ConfigMap", "flext-gpu"),
         ("NetworkPolicy", "flext-gpu-worker"),
+        ("PrometheusRule", "flext-gpu"),
+        ("ServiceMonitor", "flext-gpu"),
     ] {
         assert_eq!(namespace_of(one(&objects, kind, name)), NAMESPACE, "{kind}");
     }
+    // Where the Grafana sidecar looks.
+    assert_eq!(
+        namespace_of(one(&objects, "ConfigMap", "flext-gpu-dashboard")),
+        "monitoring"
+    );
     let binding = one(&objects, "RoleBinding", "");
     assert_eq!(
         binding["subjects"],
@@ -318,7 +334,15 @@ fn the_worker_pod_is_named_stably_hardened_and_rolled_on_config_changes() {
         let service = one(&objects, "Service", "");
         assert_eq!(sts["spec"]["serviceName"], service["metadata"]["name"]);
         assert_eq!(service["spec"]["clusterIP"], "None");
-        assert!(service["spec"].get("ports").is_none(), "{values}: no ports");
+        // A port only for the ServiceMonitor's scrapes (the full values have one).
+        if values == "default" {
+            assert!(service["spec"].get("ports").is_none(), "{values}: no ports");
+        } else {
+            assert_eq!(
+                service["spec"]["ports"],
+                serde_json::json!([{"name": "http", "port": 9464, "targetPort": "http", "protocol": "TCP"}])
+            );
+        }
         let pod = &sts["spec"]["template"]["spec"];
         assert_eq!(pod["automountServiceAccountToken"], true);
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -592,29 +616,46 @@ fn the_jobs_network_policy_selects_the_job_pods_the_worker_renders() {
             let dns = &policy["spec"]["egress"][0];
             assert_eq!(dns["ports"][0]["port"], 53, "{values}");
         }
+        // No ingress to the job pods ever; to the worker only its HTTP port (any source by
+        // default; the full values' Prometheus).
+        assert_eq!(jobs_policy["spec"]["ingress"], serde_json::json!([]));
+        let worker_ingress = &worker_policy["spec"]["ingress"];
+        if values == "default" {
+            assert_eq!(
+                *worker_ingress,
+                serde_json::json!([{"ports": [{"port": 9464, "protocol": "TCP"}]}])
+            );
+        } else {
+            assert_eq!(
+                *worker_ingress,
+                serde_json::json!([{
+                    "from": [{
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                    }],
+                    "ports": [{"port": 9464, "protocol": "TCP"}],
+                }])
+            );
+        }
     }
 }
 
-/// The worker admits scrapes on its HTTP port only, from `networkPolicy.worker.scrapeFrom`; with
-/// no peers, or the endpoint off, nothing.
+/// The worker admits scrapes on its HTTP port only, from `networkPolicy.metrics` (any source when
+/// empty), without a `ServiceMonitor` too; with the endpoint off, nothing.
 #[test]
 fn the_worker_admits_scrapes_on_its_http_port_only() {
     let ingress =
         |extra: &[&str]| one(&with(extra), "NetworkPolicy", "-worker")["spec"]["ingress"].clone();
     assert_eq!(
         ingress(&[]),
-        serde_json::json!([{"from": [{"namespaceSelector": {}}], "ports": [{"port": "http", "protocol": "TCP"}]}])
+        serde_json::json!([{"ports": [{"port": 9464, "protocol": "TCP"}]}])
     );
     assert_eq!(
         ingress(&[
             "--set",
-            "networkPolicy.worker.scrapeFrom[0].namespaceSelector.matchLabels.team=monitoring"
+            "networkPolicy.metrics.namespaceSelector.matchLabels.team=monitoring"
         ])[0]["from"],
         serde_json::json!([{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}])
-    );
-    assert_eq!(
-        ingress(&["--set", "networkPolicy.worker.scrapeFrom=null"]),
-        serde_json::json!([])
     );
     assert_eq!(
         ingress(&["--set", "config.worker.http.listen=null"]),
@@ -769,6 +810,28 @@ fn bad_values_fail_with_the_field_name() {
                 "autoscaling.maxReplicas=3",
             ],
             "autoscaling.maxReplicas (3) is below autoscaling.minReplicas (5)",
+        ),
+        (
+            &[
+                "--set",
+                "metrics.prometheusRule.thresholds.queueWaitP99Seconds=-1",
+            ],
+            "queueWaitP99Seconds",
+        ),
+        (
+            &[
+                "--set",
+                "metrics.prometheusRule.thresholds.heartbeatLagSecs=9",
+            ],
+            "heartbeatLagSecs",
+        ),
+        (
+            &["--set", "metrics.dashboard.labelKey=has space"],
+            "labelKey",
+        ),
+        (
+            &["--set", "metrics.serviceMonitor.interval=soon"],
+            "interval",
         ),
     ];
     for (extra, field) in cases {
@@ -1063,4 +1126,214 @@ fn no_autoscaler_is_rendered_by_default() {
     let objects = template(&full);
     assert!(!kinds(&objects).contains_key("ScaledObject"));
     assert!(!kinds(&objects).contains_key("TriggerAuthentication"));
+}
+
+/// The monitoring objects (dashboard, alerts, scrape) need Grafana's sidecar and the Prometheus
+/// Operator's CRDs: none is rendered unless asked for, each one alone when asked for.
+#[test]
+fn the_dashboard_rule_and_service_monitor_render_only_when_enabled() {
+    let monitoring = |objects: &[Value]| {
+        objects
+            .iter()
+            .filter(|o| {
+                o["kind"] == "PrometheusRule"
+                    || o["kind"] == "ServiceMonitor"
+                    || (o["kind"] == "ConfigMap" && o["data"]["flext-kubernetes.json"].is_string())
+            })
+            .map(|o| o["kind"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(monitoring(&template(DEFAULT)), Vec::<String>::new());
+    for (key, kind) in [
+        ("metrics.dashboard.enabled=true", "ConfigMap"),
+        ("metrics.prometheusRule.enabled=true", "PrometheusRule"),
+        ("metrics.serviceMonitor.enabled=true", "ServiceMonitor"),
+    ] {
+        let mut values = DEFAULT.to_vec();
+        values.extend(["--set", key]);
+        assert_eq!(
+            monitoring(&template(&values)),
+            vec![kind.to_owned()],
+            "{key}"
+        );
+    }
+}
+
+/// The dashboard's `ConfigMap` carries the label Grafana's sidecar selects (configurable) and the
+/// dashboard file as it is: JSON that Grafana imports, every panel querying the data source the
+/// viewer picks.
+#[test]
+fn the_dashboard_configmap_carries_the_sidecar_label_and_the_dashboard_json() {
+    let file = std::fs::read_to_string(chart().join("files/grafana-dashboard.json")).unwrap();
+    let mut values = DEFAULT.to_vec();
+    values.extend(["--set", "metrics.dashboard.enabled=true"]);
+    let objects = template(&values);
+    let map = one(&objects, "ConfigMap", "-dashboard");
+    assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(namespace_of(map), NAMESPACE);
+    let json = map["data"]["flext-kubernetes.json"].as_str().unwrap();
+    assert_eq!(json.trim_end(), file.trim_end(), "the file as it is");
+    let dashboard: Value = serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("files/grafana-dashboard.json is not JSON: {e}"));
+    assert_eq!(
+        dashboard["uid"], "flext-kubernetes",
+        "a stable uid: links survive updates"
+    );
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(variables, ["datasource", "namespace", "tag"]);
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut ids = BTreeMap::new();
+    let mut queries = 0;
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        *ids.entry(panel["id"].as_i64().unwrap()).or_insert(0) += 1;
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        assert!(
+            panel["description"].is_string(),
+            "{title}: says what it shows"
+        );
+        let grid = &panel["gridPos"];
+        assert!(
+            grid["x"].as_i64().unwrap() + grid["w"].as_i64().unwrap() <= 24,
+            "{title}"
+        );
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            assert!(expr.contains("flext_"), "{title}: {expr}");
+            assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
+            queries += 1;
+        }
+    }
+    assert!(ids.values().all(|n| *n == 1), "panel ids unique: {ids:?}");
+    assert!(queries >= 20, "{queries} queries");
+
+    // The sidecar's label is the one its chart was given.
+    values.extend([
+        "--set",
+        "metrics.dashboard.labelKey=grafana.example.com/dashboard",
+        "--set",
+        "metrics.dashboard.labelValue=flext",
+        "--set",
+        "metrics.dashboard.namespace=monitoring",
+    ]);
+    let objects = template(&values);
+    let map = one(&objects, "ConfigMap", "-dashboard");
+    assert_eq!(
+        map["metadata"]["labels"]["grafana.example.com/dashboard"],
+        "flext"
+    );
+    assert!(map["metadata"]["labels"].get("grafana_dashboard").is_none());
+    assert_eq!(namespace_of(map), "monitoring");
+}
+
+/// The `PrometheusRule`'s groups are `files/prometheus-rules.yaml` (which promtool checks and
+/// unit-tests) with the thresholds of values: equal to the file with the defaults, and with other
+/// thresholds still rules promtool accepts.
+#[test]
+fn the_prometheus_rule_is_the_checked_rules_file_with_the_thresholds_of_values() {
+    let file: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(chart().join("files/prometheus-rules.yaml")).unwrap(),
+    )
+    .unwrap();
+    let mut values = DEFAULT.to_vec();
+    values.extend(["--set", "metrics.prometheusRule.enabled=true"]);
+    let objects = template(&values);
+    let rule = one(&objects, "PrometheusRule", "");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule["spec"], file, "the defaults are the file's numbers");
+
+    let full = full();
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    let objects = template(&full);
+    let rule = one(&objects, "PrometheusRule", "");
+    assert_eq!(
+        rule["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+    let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+    let expr = |alert: &str| {
+        rules.iter().find(|r| r["alert"] == alert).unwrap()["expr"]
+            .as_str()
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    for (alert, threshold) in [
+        ("FlextQueueWaitHigh", "> 600"),
+        ("FlextSystemFailuresRising", "> 5"),
+        ("FlextKubeApiErrors", "> 0.5"),
+        ("FlextHeartbeatLagHigh", "> 20"),
+    ] {
+        assert!(expr(alert).ends_with(threshold), "{alert}: {}", expr(alert));
+    }
+    assert_eq!(expr("FlextWorkerNotReady"), "flext_ready == 0");
+    for rule in rules {
+        assert_eq!(
+            rule["labels"]["team"], "data",
+            "ruleLabels on {}",
+            rule["alert"]
+        );
+        assert!(rule["labels"]["severity"].is_string());
+    }
+    // What the operator loads must be valid rules too, not only the file.
+    let scratch = Scratch::new();
+    let path = scratch.0.join("rendered-rules.yaml");
+    std::fs::write(&path, serde_yaml_ng::to_string(&rule["spec"]).unwrap()).unwrap();
+    let out = promtool(&["check", "rules", path.to_str().unwrap()], "");
+    assert!(
+        out.status.success(),
+        "promtool check rules (rendered):\n{}",
+        text(&out)
+    );
+}
+
+/// The `ServiceMonitor` reaches `/metrics` of every worker pod: it selects the headless Service,
+/// whose `http` port is the container's; without the endpoint it fails the install.
+#[test]
+fn the_service_monitor_scrapes_each_workers_http_port() {
+    let mut values = DEFAULT.to_vec();
+    values.extend(["--set", "metrics.serviceMonitor.enabled=true"]);
+    let objects = template(&values);
+    let monitor = one(&objects, "ServiceMonitor", "");
+    let service = one(&objects, "Service", "");
+    assert!(
+        selects(&monitor["spec"]["selector"], &service["metadata"]["labels"]),
+        "{} does not select the Service labelled {}",
+        monitor["spec"]["selector"],
+        service["metadata"]["labels"]
+    );
+    assert_eq!(
+        monitor["spec"]["namespaceSelector"]["matchNames"],
+        serde_json::json!([NAMESPACE])
+    );
+    assert_eq!(
+        monitor["spec"]["endpoints"],
+        serde_json::json!([{"port": "http", "path": "/metrics"}])
+    );
+    assert_eq!(service["spec"]["ports"][0]["name"], "http");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+    assert_eq!(worker_container(&objects)["ports"][0]["name"], "http");
+    // The worker's NetworkPolicy lets the scrapes in, to that port only (any source by default).
+    assert_eq!(
+        one(&objects, "NetworkPolicy", "-worker")["spec"]["ingress"],
+        serde_json::json!([{"ports": [{"port": 9464, "protocol": "TCP"}]}])
+    );
+
+    values.extend([
+        "--set-json",
+        r#"config={"worker":{"http":{"listen":null}}}"#,
+    ]);
+    let error = try_template(&values).unwrap_err();
+    assert!(
+        error.contains("metrics.serviceMonitor.enabled needs config.worker.http.listen"),
+        "{error}"
+    );
 }

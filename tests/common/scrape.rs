@@ -17,24 +17,27 @@ pub fn free_port() -> u16 {
 
 /// `GET path` on 127.0.0.1:`port`: the status code and the body.
 pub async fn get(port: u16, path: &str) -> (u16, String) {
+    try_get(port, path)
+        .await
+        .unwrap_or_else(|| panic!("nothing answers HTTP on 127.0.0.1:{port}"))
+}
+
+/// [`get`], or `None` while nothing listens there (or the answer is not HTTP).
+pub async fn try_get(port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
-        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+        .ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
     let body = response
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    (status, body)
+    Some((status, body))
 }
 
 /// One sample of a scrape.

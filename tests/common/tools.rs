@@ -1,6 +1,7 @@
-//! The command-line tools tests drive: `helm` (from `scripts/tools helm`, built once and cached)
-//! and `kubectl` (the bed's, on `PATH` after `eval "$(scripts/testbed env)"`), with their output
-//! as one text for assertion messages.
+//! The command-line tools tests drive: `helm` and `promtool` (from `scripts/tools`, built once
+//! and cached), prometheus-client's `OpenMetrics` parser (likewise) and `kubectl` (the bed's, on
+//! `PATH` after `eval "$(scripts/testbed env)"`), with their output as one text for assertion
+//! messages.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -23,23 +24,68 @@ pub fn text(out: &Output) -> String {
     )
 }
 
+/// The directory `scripts/tools <tool>` prints, installing the tool on first use.
+fn tool_dir(tool: &str) -> PathBuf {
+    let out = Command::new(Path::new(ROOT).join("scripts/tools"))
+        .arg(tool)
+        .output()
+        .unwrap_or_else(|e| panic!("running scripts/tools {tool}: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/tools {tool} failed:\n{}",
+        text(&out)
+    );
+    let dir = String::from_utf8(out.stdout).unwrap();
+    PathBuf::from(dir.trim())
+}
+
 /// The helm binary, from `scripts/tools helm` (once per test process: the tests run in parallel,
 /// and the first call may build it).
 pub fn helm_bin() -> &'static Path {
     static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let out = Command::new(Path::new(ROOT).join("scripts/tools"))
-            .arg("helm")
-            .output()
-            .expect("running scripts/tools helm");
-        assert!(
-            out.status.success(),
-            "scripts/tools helm failed:\n{}",
-            text(&out)
-        );
-        let dir = String::from_utf8(out.stdout).unwrap();
-        Path::new(dir.trim()).join("helm")
-    })
+    HELM.get_or_init(|| tool_dir("helm").join("helm"))
+}
+
+/// `promtool ARGS` (from `scripts/tools promtool`, built on first use), with `input` on stdin.
+pub fn promtool(args: &[&str], input: &str) -> Output {
+    static PROMTOOL: OnceLock<PathBuf> = OnceLock::new();
+    let bin = PROMTOOL.get_or_init(|| tool_dir("promtool").join("promtool"));
+    with_stdin(Command::new(bin).args(args), input)
+}
+
+/// `python3 -c SCRIPT` with prometheus-client (from `scripts/tools prometheus-client`) importable,
+/// and `input` on stdin.
+pub fn python_with_prometheus_client(script: &str, input: &str) -> Output {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    let path = PATH.get_or_init(|| tool_dir("prometheus-client"));
+    with_stdin(
+        Command::new("python3")
+            .args(["-c", script])
+            .env("PYTHONPATH", path)
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+        input,
+    )
+}
+
+/// Runs `command` with `input` written to its stdin; its output.
+fn with_stdin(command: &mut Command, input: &str) -> Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    // Written from another thread: a child that answers before reading all of a long input
+    // would otherwise block both ends.
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    // A child that exits without reading its input is its own error, shown by `out`.
+    let _ = writer.join();
+    out
 }
 
 /// `helm ARGS` with no user or repository state (the chart has no dependencies).

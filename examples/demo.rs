@@ -247,7 +247,11 @@ async fn main() {
     let (_, metrics) = common::scrape::get(http_port, "/metrics").await;
     for line in metrics.lines().filter(|line| {
         !line.starts_with('#')
-            && !line.ends_with(" 0")
+            && line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v != 0.0)
             && (line.starts_with("flext_jobs_completed_total")
                 || line.starts_with("flext_claim_to_job_created_seconds_sum")
                 || line.starts_with("flext_claim_to_job_created_seconds_count")

@@ -113,11 +113,25 @@ async fn run() {
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
     );
 
-    let (table, quiet_p50) = latency(&db, &client, &namespace, &seen, false).await;
+    let (table, (quiet_p50, quiet_p99)) =
+        latency(&db, &client, &namespace, &seen, false, None).await;
     println!("{table}");
     // The same run again with the worker's endpoint scraped as hard as no Prometheus does.
-    let (_, scraped_p50) = latency(&db, &client, &namespace, &seen, true).await;
+    let (_, (scraped_p50, _)) = latency(&db, &client, &namespace, &seen, true, None).await;
     println!("{}", metrics_overhead(quiet_p50, scraped_p50));
+    // And with the three example policy plugins on every job.
+    let plugins = example_plugins();
+    let (_, (plugins_p50, plugins_p99)) =
+        latency(&db, &client, &namespace, &seen, false, Some(&plugins)).await;
+    println!(
+        "Policy plugins (spot-for-batch, cost-center, image-registry; `scripts/bench plugins` times each call)\n\n\
+         | claimed → Job seen | p50 | p99 |\n|---|---:|---:|\n\
+         | without plugins | {} | {} |\n| with the three plugins | {} | {} |\n",
+        ms(quiet_p50),
+        ms(quiet_p99),
+        ms(plugins_p50),
+        ms(plugins_p99)
+    );
     let mut rows = Vec::new();
     for (concurrency, jobs, qps) in THROUGHPUT {
         rows.push(throughput(&db, &namespace, &seen, concurrency, jobs, qps).await);
@@ -383,13 +397,17 @@ async fn in_process_worker(
     namespace: &str,
     concurrency: usize,
     qps: u32,
+    plugins: Option<&str>,
 ) -> (Config, KubernetesExecutor) {
-    let env = settings(
+    let mut env = settings(
         namespace,
         &format!("wk-bench-c{concurrency}"),
         concurrency,
         qps,
     );
+    if let Some(plugins) = plugins {
+        env.insert("FLEXT__PLUGINS".into(), plugins.to_owned());
+    }
     let config = Config::from_yaml("", &env).expect("bench config");
     let executor = KubernetesExecutor::connect(Arc::new(config.clone()))
         .await
@@ -400,16 +418,18 @@ async fn in_process_worker(
 // ---------------------------------------------------------------------------------------------
 // Latency.
 
-/// The latency table, and its claimed → Job seen p50 (seconds). With `scrape`, the worker's
-/// `/metrics` and `/status` are read every [`SCRAPE_EVERY`] meanwhile.
+/// The latency table, and its claimed → Job seen p50 and p99 (seconds). With `scrape`, the
+/// worker's `/metrics` and `/status` are read every [`SCRAPE_EVERY`] meanwhile; with `plugins`
+/// (the `plugins:` YAML), the worker runs them on every job.
 async fn latency(
     db: &BenchDb,
     client: &Client,
     namespace: &str,
     seen: &Observer,
     scrape: bool,
-) -> (String, f64) {
-    let (config, executor) = in_process_worker(namespace, LATENCY_CONCURRENCY, 1000).await;
+    plugins: Option<&str>,
+) -> (String, (f64, f64)) {
+    let (config, executor) = in_process_worker(namespace, LATENCY_CONCURRENCY, 1000, plugins).await;
     let executor = Executor::Kubernetes(executor);
     let handle = common::start_worker(&db.pool, config, executor.clone());
     let scraping = CancellationToken::new();
@@ -526,7 +546,34 @@ async fn latency(
             example.unwrap_or_default()
         );
     }
-    (out, percentile(&mut claim_to_job, 0.5))
+    let p50 = percentile(&mut claim_to_job, 0.5);
+    (out, (p50, percentile(&mut claim_to_job, 0.99)))
+}
+
+/// The example plugins of `plugins/` (built by `scripts/build-plugins`) as `plugins:` YAML, set
+/// to decide about the bench's jobs (workspace `demo`, tag `k8s`, image `bash:5.2`) as the worker
+/// would in production: two allow, one labels.
+fn example_plugins() -> String {
+    let out = std::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/build-plugins"
+    ))
+    .output()
+    .expect("run scripts/build-plugins");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = String::from_utf8(out.stdout)
+        .expect("a path")
+        .trim()
+        .to_owned();
+    format!(
+        "[{{name: spot, path: '{dir}/spot_for_batch.wasm', config: {{tags: [batch], node_selector: {{lifecycle: spot}}}}}}, \
+          {{name: cost-center, path: '{dir}/cost_center.wasm', config: {{demo: cc-4411}}}}, \
+          {{name: registry, path: '{dir}/image_registry.wasm', config: {{allowed: ['bash:', 'flext-kubernetes:']}}}}]"
+    )
 }
 
 /// How often the second latency run reads `/metrics` and `/status` (Prometheus scrapes every
@@ -606,7 +653,7 @@ async fn throughput(
     jobs: usize,
     qps: u32,
 ) -> Throughput {
-    let (config, executor) = in_process_worker(namespace, concurrency, qps).await;
+    let (config, executor) = in_process_worker(namespace, concurrency, qps, None).await;
     let mut ids = Vec::with_capacity(jobs);
     for _ in 0..jobs {
         ids.push(db.push(ECHO).await);

@@ -157,6 +157,7 @@ pub async fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
         "# would claim tags {:?} ({queued} job(s) waiting now), hand back on tag `{}`",
         config.settings.windmill.tags, config.settings.windmill.finalize_tag
     );
+    check_plugins(&config)?;
     // `run` would refuse to start without the executor: so does `check`, after the rest.
     let executor = executor_for(&config).await;
     match &executor {
@@ -174,6 +175,43 @@ pub async fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
         );
     }
     executor.map(drop)
+}
+
+/// Loads every plugin and runs the chain once on a sample job (a Python preview on the first tag):
+/// a plugin that fails there (`policy_error`) fails `check`; a denial of the sample is reported.
+fn check_plugins(config: &Config) -> anyhow::Result<()> {
+    let settings = &config.settings;
+    let Some(plugins) = crate::plugins::Plugins::load(&settings.plugins, &settings.limits)? else {
+        return Ok(());
+    };
+    let tag = &settings.windmill.tags[0];
+    let code = "def main():\n    return 1\n";
+    let job = crate::domain::Job::local(
+        std::path::Path::new("sample.py"),
+        code.to_owned(),
+        "python3",
+        serde_json::json!({}),
+        tag,
+    );
+    let pod = crate::executor::kubernetes::pod_settings(config, &job)
+        .map_err(|f| anyhow::anyhow!("{}: {}", f.name, f.message))?;
+    println!("# policy plugins: {} loaded", plugins.names().join(", "));
+    match policy_verdict(&plugins, config, &job, &pod) {
+        Ok(lines) => {
+            println!("# policy plugins on a sample job (Python, tag `{tag}`): allowed");
+            for line in lines {
+                println!("#   {line}");
+            }
+        }
+        Err(failure) if failure.category == crate::domain::FailureCategory::PolicyDenied => {
+            println!(
+                "# policy plugins on a sample job (Python, tag `{tag}`): denied: {}",
+                failure.message
+            );
+        }
+        Err(failure) => anyhow::bail!("{}: {}", failure.name, failure.message),
+    }
+    Ok(())
 }
 
 /// `run`.
@@ -289,7 +327,58 @@ pub fn hints(
         file.display()
     );
     print!("{pod}");
+    if let Some(plugins) = crate::plugins::Plugins::load(&settings.plugins, &settings.limits)? {
+        let job = crate::domain::Job::local(
+            file,
+            String::from_utf8_lossy(&code).into_owned(),
+            language,
+            serde_json::json!({}),
+            tag,
+        );
+        match policy_verdict(&plugins, &config, &job, &pod) {
+            Ok(lines) => {
+                println!("# policy plugins ({}): allowed", plugins.names().join(", "));
+                for line in lines {
+                    println!("#   {line}");
+                }
+            }
+            Err(failure) => anyhow::bail!(
+                "{}: {} ({}): {}",
+                file.display(),
+                failure.name,
+                failure.category,
+                failure.message
+            ),
+        }
+    }
     Ok(())
+}
+
+/// What the plugins decide about `job` with `pod`, on its rendered first attempt: the log lines of
+/// their changes, or the job's failure.
+fn policy_verdict(
+    plugins: &crate::plugins::Plugins,
+    config: &Config,
+    job: &crate::domain::Job,
+    pod: &crate::hints::PodSettings,
+) -> Result<Vec<String>, crate::domain::JobFailure> {
+    use crate::executor::kubernetes::render;
+    let args = serde_json::Map::new();
+    let cx = render::Context {
+        settings: &config.settings,
+        pod,
+        attempt: 1,
+        nonce: "<nonce>",
+        args: &args,
+        token: None,
+        base_url: config.windmill_url.as_deref(),
+    };
+    let objects = render::render(job, &cx);
+    let context = crate::plugins::context(job, pod, 1, &objects.config_map);
+    let mut value = serde_json::to_value(&objects.job).unwrap_or_default();
+    plugins
+        .apply(&context, &mut value, &pod.gpu_resource.value)
+        .map(|applied| applied.log_lines())
 }
 
 /// `install-runner`: copies this executable into `dir` (no shell or `cp` needed in the image).
@@ -356,6 +445,27 @@ pub async fn render(
         base_url: config.windmill_url.as_deref(),
     };
     let mut objects = render::render(&job, &cx);
+    let plugins = crate::plugins::Plugins::load(&config.settings.plugins, &config.settings.limits)?;
+    if let Some(plugins) = &plugins {
+        // What the plugins did goes first, as comments: the YAML stays what would be created.
+        match render::apply_plugins(plugins, &job, &pod, 1, &mut objects).await {
+            Ok(applied) => {
+                println!("# policy plugins, in order: {}", plugins.names().join(", "));
+                if applied.changes.is_empty() && applied.notes.is_empty() {
+                    println!("# no plugin changed the Job");
+                }
+                for line in applied.log_lines() {
+                    println!("# {line}");
+                }
+            }
+            Err(failure) => anyhow::bail!(
+                "{} ({}): {}; nothing would be created",
+                failure.name,
+                failure.category,
+                failure.message
+            ),
+        }
+    }
     // Shown as stringData, readable; values hidden unless asked for.
     if let Some(data) = objects.secret.data.take() {
         let shown = data

@@ -284,11 +284,15 @@ pub enum FailureCategory {
     PodLost,
     /// An internal error of the worker.
     Internal,
+    /// A policy plugin refused the job.
+    PolicyDenied,
+    /// A policy plugin failed (trap, timeout, unusable output, a patch against the baseline).
+    PolicyError,
 }
 
 impl FailureCategory {
     /// Every category.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 11] = [
         Self::UserError,
         Self::InvalidJob,
         Self::OomKilled,
@@ -298,6 +302,8 @@ impl FailureCategory {
         Self::ResultInvalid,
         Self::PodLost,
         Self::Internal,
+        Self::PolicyDenied,
+        Self::PolicyError,
     ];
 
     /// The stable label (`user_error`, `oom_killed`, ...).
@@ -313,6 +319,8 @@ impl FailureCategory {
             Self::ResultInvalid => "result_invalid",
             Self::PodLost => "pod_lost",
             Self::Internal => "internal",
+            Self::PolicyDenied => "policy_denied",
+            Self::PolicyError => "policy_error",
         }
     }
 }

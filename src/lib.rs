@@ -50,6 +50,7 @@ pub mod hints;
 pub mod http;
 pub mod logs;
 pub mod metrics;
+pub mod plugins;
 pub mod queue;
 pub mod runner;
 pub mod telemetry;

@@ -149,6 +149,22 @@ impl Config {
         s.hints()
             .validate()
             .map_err(|p| Error::invalid(&format!("runtime.config.{}", p.field), p.message))?;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, plugin) in s.plugins.iter().enumerate() {
+            let at = format!("runtime.config.plugins[{i}]");
+            plugin
+                .validate(&at)
+                .map_err(|(field, why)| Error::invalid(&field, why))?;
+            if !names.insert(plugin.name.as_str()) {
+                return Err(Error::invalid(
+                    &format!("{at}.name"),
+                    format!(
+                        "`{}` names two plugins: give each its own name",
+                        plugin.name
+                    ),
+                ));
+            }
+        }
         if s.database.max_connections < 2 {
             return Err(Error::invalid(
                 "runtime.config.database.max_connections",

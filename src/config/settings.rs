@@ -37,6 +37,10 @@ pub struct Settings {
     pub executor: ExecutorSettings,
     /// Process logs.
     pub telemetry: TelemetrySettings,
+    /// Policy plugins, run in this order on every job before its objects are created
+    /// (`docs/plugins.md`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<crate::plugins::PluginSettings>,
 }
 
 impl Settings {

@@ -69,35 +69,7 @@ json.dump({"families": families, "samples": samples}, sys.stdout)
 impl Scrape {
     /// Parses `/metrics` text with the real parser; panics with its error on invalid text.
     pub fn parse(text: &str) -> Self {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/tools");
-        let out = Command::new(root)
-            .arg("prometheus-client")
-            .output()
-            .expect("run scripts/tools prometheus-client");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        let mut child = Command::new("python3")
-            .args(["-c", PARSE])
-            .env("PYTHONPATH", path)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run python3");
-        {
-            use std::io::Write as _;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
+        let out = super::tools::python_with_prometheus_client(PARSE, text);
         assert!(
             out.status.success(),
             "the OpenMetrics parser refused the scrape: {}\n{text}",
@@ -152,19 +124,8 @@ impl Scrape {
 
 /// The DOM headless Chromium builds from `url` (Debian's `chromium`, via `scripts/tools`).
 pub fn chromium_dom(url: &str) -> String {
-    let tools = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/tools");
-    let out = Command::new(tools)
-        .arg("chromium")
-        .output()
-        .expect("run scripts/tools chromium");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let chromium = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let profile = std::env::temp_dir().join(format!("flext-chromium-{}", uuid::Uuid::new_v4()));
-    let out = Command::new(chromium)
+    let out = Command::new(super::tools::chromium_bin())
         .args([
             "--headless",
             "--no-sandbox",

@@ -1,5 +1,6 @@
 //! The command-line tools tests drive: `helm` and `promtool` (from `scripts/tools`, built once
-//! and cached), prometheus-client's `OpenMetrics` parser (likewise) and `kubectl` (the bed's, on
+//! and cached), prometheus-client's `OpenMetrics` parser (likewise), headless `chromium`
+//! (Debian's) and `kubectl` (the bed's, on
 //! `PATH` after `eval "$(scripts/testbed env)"`), with their output as one text for assertion
 //! messages.
 
@@ -24,7 +25,8 @@ pub fn text(out: &Output) -> String {
     )
 }
 
-/// The directory `scripts/tools <tool>` prints, installing the tool on first use.
+/// The path `scripts/tools <tool>` prints (a directory, or for `chromium` the binary),
+/// installing the tool on first use.
 fn tool_dir(tool: &str) -> PathBuf {
     let out = Command::new(Path::new(ROOT).join("scripts/tools"))
         .arg(tool)
@@ -65,6 +67,12 @@ pub fn python_with_prometheus_client(script: &str, input: &str) -> Output {
             .env("PYTHONDONTWRITEBYTECODE", "1"),
         input,
     )
+}
+
+/// Debian's `chromium` (from `scripts/tools chromium`, installed by apt-get when missing).
+pub fn chromium_bin() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| tool_dir("chromium")).clone()
 }
 
 /// Runs `command` with `input` written to its stdin; its output.

@@ -276,7 +276,7 @@ impl Inner {
         nonce: &str,
     ) -> Result<(String, usize), Completion> {
         let started = Instant::now();
-        let objects = render::render(
+        let mut objects = render::render(
             run.job,
             &Context {
                 settings: &self.config.settings,
@@ -290,6 +290,15 @@ impl Inner {
         );
         // The objects' copy here is dropped on return: a job may wait for capacity for a long
         // time.
+        if let Some(plugins) = &self.plugins {
+            run.progress.set_phase("running the policy plugins");
+            let applied = render::apply_plugins(plugins, run.job, run.pod, attempt, &mut objects)
+                .await
+                .map_err(|failure| Completion::failed(failure, started.elapsed()))?;
+            for line in applied.log_lines() {
+                run.logs.note(&line);
+            }
+        }
         let object = render::object_name(run.job, attempt);
         run.progress.set_phase("creating the Kubernetes Job");
         match self.create(&objects, run.cancel, run.logs).await {

@@ -61,6 +61,9 @@ pub enum Error {
     /// The worker's identity may not make some of the requests it needs.
     #[error("{0}")]
     Forbidden(access::Missing),
+    /// A policy plugin cannot be used.
+    #[error(transparent)]
+    Plugin(#[from] crate::plugins::LoadError),
 }
 
 /// Runs jobs as Kubernetes Jobs.
@@ -79,6 +82,7 @@ struct Inner {
     watch: PodWatch,
     limiter: ratelimit::RateLimiter,
     metrics: KubeMetrics,
+    plugins: Option<crate::plugins::Plugins>,
     api: Option<WindmillApi>,
     _stop: tokio_util::sync::DropGuard,
 }
@@ -94,6 +98,9 @@ impl std::fmt::Debug for KubernetesExecutor {
 impl KubernetesExecutor {
     /// Builds a client from the config, checks the namespace, and starts the shared pod watch.
     pub async fn connect(config: Arc<Config>) -> Result<Self, Error> {
+        // The plugins first: a worker whose policy cannot run must not take jobs.
+        let plugins =
+            crate::plugins::Plugins::load(&config.settings.plugins, &config.settings.limits)?;
         let cluster = &config.settings.cluster;
         let kube_config = if let Some(path) = &cluster.kubeconfig {
             let path = expand_home(path);
@@ -169,6 +176,7 @@ impl KubernetesExecutor {
             watch,
             limiter,
             metrics,
+            plugins,
             config,
             _stop: stop.drop_guard(),
         };

@@ -49,6 +49,40 @@ pub struct Objects {
     pub job: KubeJob,
 }
 
+/// Runs the policy plugins on an attempt's rendered objects (on a blocking thread: plugins are
+/// CPU-bound), replacing its Job with theirs; what they changed, or the job's failure.
+pub async fn apply_plugins(
+    plugins: &crate::plugins::Plugins,
+    job: &Job,
+    pod: &crate::hints::PodSettings,
+    attempt: u32,
+    objects: &mut Objects,
+) -> Result<crate::plugins::Applied, crate::domain::JobFailure> {
+    use crate::domain::{FailureCategory, JobFailure};
+    let internal = |what: String| {
+        JobFailure::new(
+            FailureCategory::Internal,
+            "PolicyPluginInternal",
+            format!(
+                "running the policy plugins failed: {what}; this is a bug in the worker: report it with its log"
+            ),
+        )
+    };
+    let context = crate::plugins::context(job, pod, attempt, &objects.config_map);
+    let mut value = serde_json::to_value(&objects.job).map_err(|e| internal(e.to_string()))?;
+    let gpu_resource = pod.gpu_resource.value.clone();
+    let plugins = plugins.clone();
+    let (value, applied) = tokio::task::spawn_blocking(move || {
+        plugins
+            .apply(&context, &mut value, &gpu_resource)
+            .map(|applied| (value, applied))
+    })
+    .await
+    .map_err(|e| internal(e.to_string()))??;
+    objects.job = serde_json::from_value(value).map_err(|e| internal(e.to_string()))?;
+    Ok(applied)
+}
+
 /// What rendering needs besides the job.
 #[derive(Debug, Clone)]
 pub struct Context<'a> {

@@ -663,6 +663,28 @@ fn the_worker_admits_scrapes_on_its_http_port_only() {
     );
 }
 
+/// Extra volumes (policy plugin files, for one) reach the worker pod and its container, after the
+/// chart's own.
+#[test]
+fn extra_volumes_are_mounted_in_the_worker() {
+    let objects = with(&[
+        "--set-json",
+        r#"extraVolumes=[{"name":"plugins","configMap":{"name":"flext-plugins"}}]"#,
+        "--set-json",
+        r#"extraVolumeMounts=[{"name":"plugins","mountPath":"/etc/flext/plugins","readOnly":true}]"#,
+    ]);
+    let pod = &one(&objects, "StatefulSet", "")["spec"]["template"]["spec"];
+    let volumes: Vec<&str> = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(volumes, ["config", "tmp", "plugins"]);
+    let mounts = worker_container(&objects)["volumeMounts"].as_array().unwrap();
+    assert_eq!(mounts.last().unwrap()["mountPath"], "/etc/flext/plugins");
+}
+
 /// Destinations: CIDRs and selectors become peers; none means the ports to any address.
 #[test]
 fn network_policy_destinations_render_as_peers() {

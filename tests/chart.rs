@@ -681,7 +681,9 @@ fn extra_volumes_are_mounted_in_the_worker() {
         .map(|v| v["name"].as_str().unwrap())
         .collect();
     assert_eq!(volumes, ["config", "tmp", "plugins"]);
-    let mounts = worker_container(&objects)["volumeMounts"].as_array().unwrap();
+    let mounts = worker_container(&objects)["volumeMounts"]
+        .as_array()
+        .unwrap();
     assert_eq!(mounts.last().unwrap()["mountPath"], "/etc/flext/plugins");
 }
 

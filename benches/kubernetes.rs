@@ -116,22 +116,29 @@ async fn run() {
     let (table, (quiet_p50, quiet_p99)) =
         latency(&db, &client, &namespace, &seen, false, None).await;
     println!("{table}");
-    // The same run again with the worker's endpoint scraped as hard as no Prometheus does.
-    let (_, (scraped_p50, _)) = latency(&db, &client, &namespace, &seen, true, None).await;
-    println!("{}", metrics_overhead(quiet_p50, scraped_p50));
-    // And with the three example policy plugins on every job.
+    // Then, adjacent runs compared (later runs on the same bed drift slower, so each comparison
+    // is with its neighbour and the drift is shown): with the three example policy plugins on
+    // every job; with the worker's endpoint scraped as hard as no Prometheus does; plain again.
     let plugins = example_plugins();
     let (_, (plugins_p50, plugins_p99)) =
         latency(&db, &client, &namespace, &seen, false, Some(&plugins)).await;
+    let (_, (scraped_p50, _)) = latency(&db, &client, &namespace, &seen, true, None).await;
+    let (_, (again_p50, again_p99)) = latency(&db, &client, &namespace, &seen, false, None).await;
     println!(
         "Policy plugins (spot-for-batch, cost-center, image-registry; `scripts/bench plugins` times each call)\n\n\
-         | claimed → Job seen | p50 | p99 |\n|---|---:|---:|\n\
-         | without plugins | {} | {} |\n| with the three plugins | {} | {} |\n",
+         | claimed → Job seen, run in this order | p50 | p99 |\n|---|---:|---:|\n\
+         | 1. without plugins (the table above) | {} | {} |\n| 2. with the three plugins | {} | {} |\n\
+         | 4. without plugins again, last (the drift) | {} | {} |\n\
+         | ratio 2 / 1 (p50) | {:.2}× | |\n",
         ms(quiet_p50),
         ms(quiet_p99),
         ms(plugins_p50),
-        ms(plugins_p99)
+        ms(plugins_p99),
+        ms(again_p50),
+        ms(again_p99),
+        plugins_p50 / quiet_p50,
     );
+    println!("{}", metrics_overhead(again_p50, scraped_p50));
     let mut rows = Vec::new();
     for (concurrency, jobs, qps) in THROUGHPUT {
         rows.push(throughput(&db, &namespace, &seen, concurrency, jobs, qps).await);
@@ -618,8 +625,8 @@ fn metrics_overhead(quiet_p50: f64, scraped_p50: f64) -> String {
         "Metrics overhead\n\n\
          | | value |\n|---|---:|\n\
          | recording one job's metrics (claim, queue wait, 8 API requests, outcome and its histograms; median of 7 × {JOBS}) | {:.1} µs |\n\
-         | claimed → Job seen p50, endpoint not read | {} |\n\
-         | claimed → Job seen p50, /metrics and /status read every {} ms | {} |\n\
+         | claimed → Job seen p50, endpoint not read (run 4, after) | {} |\n\
+         | claimed → Job seen p50, /metrics and /status read every {} ms (run 3) | {} |\n\
          | ratio scraped / not read | {:.2}× |\n\
          | recording as a share of claimed → Job seen p50 | {:.3} % |\n",
         record * 1e6,
@@ -894,6 +901,15 @@ async fn delete_jobs(client: &Client, namespace: &str) {
     let _ = Api::<KubeJob>::namespaced(client.clone(), namespace)
         .delete_collection(&params, &ListParams::default())
         .await;
+    // The garbage collector removes the pods after the Jobs: the next phase starts on a quiet bed,
+    // not beside a hundred deletions (a run measured during them took ten times longer).
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    wait_until(|| async {
+        pods.list(&ListParams::default())
+            .await
+            .is_ok_and(|list| list.items.is_empty())
+    })
+    .await;
 }
 
 async fn delete_namespace(client: &Client, namespace: &str) -> bool {

@@ -93,6 +93,30 @@ pub struct KubeMetrics {
     requests: Family<RequestLabels, Counter>,
     limiter_wait: Histogram,
     system_retries: Family<TagLabels, Counter>,
+    policy_decisions: Family<PolicyLabels, Counter>,
+    policy_call: Family<PluginLabels, Histogram>,
+}
+
+/// One policy plugin's decision.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// The plugin's name (from the worker's config: bounded).
+    pub plugin: String,
+    /// `allow`, `deny`, `patch`, `error` (the job failed as `policy_error`) or `skipped` (an
+    /// error of an `on_error: allow` plugin).
+    pub decision: String,
+}
+
+/// One policy plugin.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    /// The plugin's name.
+    pub plugin: String,
+}
+
+/// Policy plugin calls: from 50 µs to about 3 s.
+fn plugin_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
 impl Default for KubeMetrics {
@@ -101,6 +125,8 @@ impl Default for KubeMetrics {
             requests: Family::default(),
             limiter_wait: wait_histogram(),
             system_retries: Family::default(),
+            policy_decisions: Family::default(),
+            policy_call: Family::new_with_constructor(plugin_histogram),
         }
     }
 }
@@ -127,7 +153,33 @@ impl KubeMetrics {
         self.system_retries.get_or_create(&TagLabels::of(tag)).inc();
     }
 
+    /// A policy plugin decided (`decision`, see [`PolicyLabels`]) in `took`.
+    pub fn policy_decision(&self, plugin: &str, decision: &str, took: Duration) {
+        self.policy_decisions
+            .get_or_create(&PolicyLabels {
+                plugin: plugin.to_owned(),
+                decision: decision.to_owned(),
+            })
+            .inc();
+        self.policy_call
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
     fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "policy_decisions",
+            "Decisions of the policy plugins (allow, deny, patch; error: the job failed as policy_error; skipped: on_error: allow)",
+            self.policy_decisions.clone(),
+        );
+        registry.register_with_unit(
+            "policy_call",
+            "Time of each policy plugin call, in its fresh sandbox",
+            Unit::Seconds,
+            self.policy_call.clone(),
+        );
         registry.register(
             "kube_requests",
             "Kubernetes API requests by verb, resource and HTTP status code (the shared pod watch included)",

@@ -4,7 +4,7 @@
 //! deadline while the next job is decided normally, and, on the test bed, a changed job runs
 //! with the change while a denied one ends in Windmill with the plugin's reason and nothing in
 //! Kubernetes.
-#![allow(clippy::unwrap_used)] // tests fail loudly by design
+#![allow(clippy::unwrap_used, clippy::float_cmp)] // tests fail loudly by design; counts are whole numbers
 
 mod common;
 
@@ -358,6 +358,29 @@ async fn on_the_bed_a_changed_job_runs_with_the_change_and_a_denied_one_creates_
             .is_none(),
         "nothing created for a denied job"
     );
+    // The decisions are counted, by plugin.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let port = bed.serve_http(stop.clone()).await;
+    let (_, metrics) = common::scrape::get(port, "/metrics").await;
+    let scrape = common::scrape::Scrape::parse(&metrics);
+    for decision in ["patch", "deny"] {
+        assert_eq!(
+            scrape.value(
+                "flext_policy_decisions_total",
+                &[("plugin", "cost-center"), ("decision", decision)]
+            ),
+            1.0,
+            "{decision}"
+        );
+    }
+    assert_eq!(
+        scrape.value(
+            "flext_policy_call_seconds_count",
+            &[("plugin", "cost-center")]
+        ),
+        2.0
+    );
+    stop.cancel();
     bed.stop().await;
 }
 

@@ -261,6 +261,7 @@ struct Inner {
     engine: Engine,
     plugins: Vec<Loaded>,
     limits: Limits,
+    metrics: Option<crate::metrics::KubeMetrics>,
     _ticker: Ticker,
 }
 
@@ -412,8 +413,25 @@ impl Plugins {
                 engine,
                 plugins,
                 limits: limits.clone(),
+                metrics: None,
             }),
         }))
+    }
+
+    /// The same plugins, counting their decisions and call times into `metrics`
+    /// (`flext_policy_decisions_total`, `flext_policy_call_seconds`). Call before sharing them.
+    #[must_use]
+    pub fn counting(mut self, metrics: crate::metrics::KubeMetrics) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.metrics = Some(metrics);
+        }
+        self
+    }
+
+    fn count(&self, plugin: &str, decision: &str, took: Duration) {
+        if let Some(metrics) = &self.inner.metrics {
+            metrics.policy_decision(plugin, decision, took);
+        }
     }
 
     /// The plugins' names, in order.
@@ -445,10 +463,15 @@ impl Plugins {
             input["objects"]["job"] = job.clone();
             let started = Instant::now();
             let decision = self.call(plugin, &input.to_string());
-            applied.took.push((name.clone(), started.elapsed()));
+            let took = started.elapsed();
+            applied.took.push((name.clone(), took));
             let problem = match decision {
-                Ok(Decision::Allow) => continue,
+                Ok(Decision::Allow) => {
+                    self.count(name, "allow", took);
+                    continue;
+                }
                 Ok(Decision::Deny(reason)) => {
+                    self.count(name, "deny", took);
                     return Err(JobFailure::new(
                         FailureCategory::PolicyDenied,
                         "PolicyDenied",
@@ -457,6 +480,7 @@ impl Plugins {
                 }
                 Ok(Decision::Patch(text)) => match self.patched(plugin, job, &text, gpu_resource) {
                     Ok(patch) => {
+                        self.count(name, "patch", took);
                         applied.changes.push(Change {
                             plugin: name.clone(),
                             patch,
@@ -469,6 +493,7 @@ impl Plugins {
             };
             match plugin.settings.on_error {
                 OnError::Deny => {
+                    self.count(name, "error", took);
                     return Err(JobFailure::new(
                         FailureCategory::PolicyError,
                         "PolicyError",
@@ -479,6 +504,7 @@ impl Plugins {
                     ));
                 }
                 OnError::Allow => {
+                    self.count(name, "skipped", took);
                     tracing::warn!(plugin = %name, %problem, "policy plugin failed; on_error: allow skips its decision");
                     applied.notes.push(format!(
                         "the policy plugin `{name}` {problem}; its decision is skipped (on_error: allow)"

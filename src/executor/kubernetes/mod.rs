@@ -99,8 +99,10 @@ impl KubernetesExecutor {
     /// Builds a client from the config, checks the namespace, and starts the shared pod watch.
     pub async fn connect(config: Arc<Config>) -> Result<Self, Error> {
         // The plugins first: a worker whose policy cannot run must not take jobs.
+        let metrics = KubeMetrics::default();
         let plugins =
-            crate::plugins::Plugins::load(&config.settings.plugins, &config.settings.limits)?;
+            crate::plugins::Plugins::load(&config.settings.plugins, &config.settings.limits)?
+                .map(|plugins| plugins.counting(metrics.clone()));
         let cluster = &config.settings.cluster;
         let kube_config = if let Some(path) = &cluster.kubeconfig {
             let path = expand_home(path);
@@ -126,7 +128,6 @@ impl KubernetesExecutor {
                 .await
                 .map_err(|e| Error::Config(e.to_string()))?
         };
-        let metrics = KubeMetrics::default();
         let client = kube::client::ClientBuilder::try_from(kube_config)
             .map_err(|e| Error::Config(e.to_string()))?
             .with_layer(&counted::CountLayer(metrics.clone()))

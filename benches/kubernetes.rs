@@ -561,21 +561,7 @@ async fn latency(
 /// to decide about the bench's jobs (workspace `demo`, tag `k8s`, image `bash:5.2`) as the worker
 /// would in production: two allow, one labels.
 fn example_plugins() -> String {
-    let out = std::process::Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/build-plugins"
-    ))
-    .output()
-    .expect("run scripts/build-plugins");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = String::from_utf8(out.stdout)
-        .expect("a path")
-        .trim()
-        .to_owned();
+    let dir = common::tools::built_plugins().display().to_string();
     format!(
         "[{{name: spot, path: '{dir}/spot_for_batch.wasm', config: {{tags: [batch], node_selector: {{lifecycle: spot}}}}}}, \
           {{name: cost-center, path: '{dir}/cost_center.wasm', config: {{demo: cc-4411}}}}, \

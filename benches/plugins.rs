@@ -3,8 +3,10 @@
 //! fresh sandbox, as the worker calls it; the table gives p50 and p99 of warm calls (after the
 //! first), and the whole chain of three. No database or cluster is needed: claim → Job created
 //! with and without plugins on the bed is in `scripts/bench k8s`.
+#![allow(clippy::unwrap_used)] // the shared test fixtures fail loudly by design
 
-use std::process::Command;
+#[path = "../tests/common/mod.rs"]
+mod common;
 use std::time::{Duration, Instant};
 
 use flext_kubernetes::config::Config;
@@ -16,21 +18,7 @@ use serde_json::{Value, json};
 const CALLS: usize = 2000;
 
 fn plugins_dir() -> String {
-    let out = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/build-plugins"
-    ))
-    .output()
-    .expect("run scripts/build-plugins");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("a path")
-        .trim()
-        .to_owned()
+    common::tools::built_plugins().display().to_string()
 }
 
 fn config(plugins: &str) -> Config {

@@ -362,22 +362,8 @@ fn policy_verdict(
     job: &crate::domain::Job,
     pod: &crate::hints::PodSettings,
 ) -> Result<Vec<String>, crate::domain::JobFailure> {
-    use crate::executor::kubernetes::render;
-    let args = serde_json::Map::new();
-    let cx = render::Context {
-        settings: &config.settings,
-        pod,
-        attempt: 1,
-        nonce: "<nonce>",
-        args: &args,
-        token: None,
-        base_url: config.windmill_url.as_deref(),
-    };
-    let objects = render::render(job, &cx);
-    let context = crate::plugins::context(job, pod, 1, &objects.config_map);
-    let mut value = serde_json::to_value(&objects.job).unwrap_or_default();
-    plugins
-        .apply(&context, &mut value, &pod.gpu_resource.value)
+    crate::executor::kubernetes::render::decide_first_attempt(plugins, &config.settings, job, pod)
+        .0
         .map(|applied| applied.log_lines())
 }
 

@@ -23,20 +23,7 @@ use serde_json::{Value, json};
 /// The directory of the built plugins (`cost_center.wasm`, ...), built once per test process.
 fn plugins_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = Command::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/build-plugins"
-        ))
-        .output()
-        .expect("run scripts/build-plugins");
-        assert!(
-            out.status.success(),
-            "scripts/build-plugins failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
+    DIR.get_or_init(common::tools::built_plugins)
 }
 
 fn wasm(name: &str) -> String {
@@ -66,21 +53,7 @@ fn decide(
     );
     job.workspace = workspace.into();
     let pod = pod_settings(config, &job).unwrap();
-    let args = serde_json::Map::new();
-    let cx = render::Context {
-        settings: &config.settings,
-        pod: &pod,
-        attempt: 1,
-        nonce: "n",
-        args: &args,
-        token: None,
-        base_url: None,
-    };
-    let objects = render::render(&job, &cx);
-    let context = flext_kubernetes::plugins::context(&job, &pod, 1, &objects.config_map);
-    let mut value = serde_json::to_value(&objects.job).unwrap();
-    let verdict = plugins.apply(&context, &mut value, &pod.gpu_resource.value);
-    (verdict, value)
+    render::decide_first_attempt(plugins, &config.settings, &job, &pod)
 }
 
 fn load(plugins: &str) -> (Plugins, flext_kubernetes::config::Config) {

@@ -69,6 +69,20 @@ pub fn python_with_prometheus_client(script: &str, input: &str) -> Output {
     )
 }
 
+/// The directory of the policy plugins of `plugins/`, built for `wasm32-wasip2` by
+/// `scripts/build-plugins` (quick once built).
+pub fn built_plugins() -> PathBuf {
+    let out = Command::new(Path::new(ROOT).join("scripts/build-plugins"))
+        .output()
+        .unwrap_or_else(|e| panic!("running scripts/build-plugins: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/build-plugins failed:\n{}",
+        text(&out)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
 /// Debian's `chromium` (from `scripts/tools chromium`, installed by apt-get when missing).
 pub fn chromium_bin() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();

@@ -83,6 +83,35 @@ pub async fn apply_plugins(
     Ok(applied)
 }
 
+/// The first attempt of `job` rendered (without args, token or nonce) and run through `plugins`
+/// on this thread: their verdict, and the Job as JSON as they left it. For `hints`, `check`,
+/// tests and benches; the executor uses [`apply_plugins`].
+pub fn decide_first_attempt(
+    plugins: &crate::plugins::Plugins,
+    settings: &crate::config::Settings,
+    job: &Job,
+    pod: &crate::hints::PodSettings,
+) -> (
+    Result<crate::plugins::Applied, crate::domain::JobFailure>,
+    serde_json::Value,
+) {
+    let args = serde_json::Map::new();
+    let cx = Context {
+        settings,
+        pod,
+        attempt: 1,
+        nonce: "<nonce>",
+        args: &args,
+        token: None,
+        base_url: None,
+    };
+    let objects = render(job, &cx);
+    let context = crate::plugins::context(job, pod, 1, &objects.config_map);
+    let mut value = serde_json::to_value(&objects.job).unwrap_or_default();
+    let verdict = plugins.apply(&context, &mut value, &pod.gpu_resource.value);
+    (verdict, value)
+}
+
 /// What rendering needs besides the job.
 #[derive(Debug, Clone)]
 pub struct Context<'a> {

@@ -56,7 +56,7 @@ impl RunningJob {
 
     /// Records why the job must stop (the first reason wins) and stops its work accordingly.
     pub(super) fn stop_with(&self, reason: StopReason) {
-        let mut stop = self.stop.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut stop = lock(&self.stop);
         let lost_to_another = matches!(reason, StopReason::Lost(JobState::Lost { .. }));
         if stop.is_none() {
             *stop = Some(reason);
@@ -71,10 +71,7 @@ impl RunningJob {
     }
 
     pub(super) fn stop_reason(&self) -> Option<StopReason> {
-        self.stop
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.stop).clone()
     }
 }
 
@@ -189,11 +186,7 @@ impl Shared {
             .values()
             .map(|job| now.saturating_duration_since(job.since))
             .sum();
-        running
-            + *self
-                .finished_busy
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
+        running + *lock(&self.finished_busy)
     }
 
     pub(super) fn running_count(&self) -> usize {
@@ -209,7 +202,7 @@ impl Shared {
     }
 
     pub(super) fn fix_ups(&self) -> MutexGuard<'_, Vec<FixUp>> {
-        self.fix_ups.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.fix_ups)
     }
 
     pub(super) fn count_executed(&self) {
@@ -221,7 +214,7 @@ impl Shared {
     }
 
     fn running(&self) -> MutexGuard<'_, HashMap<JobId, Arc<RunningJob>>> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.running)
     }
 }
 
@@ -249,11 +242,7 @@ impl std::ops::Deref for RunningEntry {
 impl Drop for RunningEntry {
     fn drop(&mut self) {
         self.shared.running().remove(&self.id);
-        *self
-            .shared
-            .finished_busy
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) += self.job.since.elapsed();
+        *lock(&self.shared.finished_busy) += self.job.since.elapsed();
     }
 }
 

@@ -487,6 +487,40 @@ fn the_role_grants_exactly_the_rules_file_in_the_job_namespace() {
     }
 }
 
+/// `rbac.kueue` adds exactly `files/rbac-rules-kueue.yaml` after the base rules.
+#[test]
+fn rbac_kueue_adds_the_workload_watch_to_the_role() {
+    let base: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(chart().join("files/rbac-rules.yaml"))
+            .unwrap()
+            .replace("{{ include \"flext-kubernetes.jobNamespace\" . }}", "x"),
+    )
+    .unwrap();
+    let kueue: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(chart().join("files/rbac-rules-kueue.yaml")).unwrap(),
+    )
+    .unwrap();
+    let mut values = DEFAULT.to_vec();
+    values.extend(["--set", "rbac.kueue=true"]);
+    let objects = template(&values);
+    let rules = one(&objects, "Role", "")["rules"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let base = base.as_array().unwrap();
+    assert_eq!(rules.len(), base.len() + 1);
+    assert_eq!(rules[base.len()..], kueue.as_array().unwrap()[..]);
+    assert_eq!(
+        rules[base.len()]["apiGroups"],
+        serde_json::json!(["kueue.x-k8s.io"])
+    );
+    let plain = template(DEFAULT);
+    assert_eq!(
+        one(&plain, "Role", "")["rules"].as_array().unwrap().len(),
+        base.len()
+    );
+}
+
 /// The jobs ServiceAccount has no token; the worker's has one.
 #[test]
 fn only_the_worker_service_account_mounts_a_token() {

@@ -44,6 +44,15 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Whether this worker's jobs may wait in Kueue `LocalQueues`: a profile names one, or
+    /// scripts may (`limits.allowed_local_queues`). Such a worker needs to read Kueue's
+    /// Workloads ([`crate::executor::kubernetes::access::KUEUE`]).
+    #[must_use]
+    pub fn uses_kueue(&self) -> bool {
+        !self.limits.allowed_local_queues.is_empty()
+            || self.profiles.values().any(|p| p.local_queue.is_some())
+    }
+
     /// What `hints` reads of these settings: the pod defaults, the profiles and the limits.
     #[must_use]
     pub fn hints(&self) -> HintSettings<'_> {
@@ -381,7 +390,13 @@ pub struct ExecutorSettings {
     /// fails.
     pub image_pull_grace: HumanDuration,
     /// How long a pod may stay unschedulable (waiting for capacity) before the job fails.
+    /// Counted from Kueue's admission for a Job in a `LocalQueue`.
     pub pending_budget: HumanDuration,
+    /// How long a Job in a Kueue `LocalQueue` may wait for Kueue to admit it before the job fails;
+    /// absent (default): as long as it takes (queueing for quota is normal), within the job's
+    /// timeout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission_budget: Option<HumanDuration>,
     /// `ttlSecondsAfterFinished` of the Jobs: a backstop, the worker deletes them itself.
     pub ttl_after_finished: HumanDuration,
     /// Kubernetes API requests per second, on average.
@@ -404,6 +419,7 @@ impl Default for ExecutorSettings {
             max_result_bytes: ByteSize(64 << 20),
             image_pull_grace: HumanDuration(Duration::from_secs(60)),
             pending_budget: HumanDuration(Duration::from_secs(15 * 60)),
+            admission_budget: None,
             ttl_after_finished: HumanDuration(Duration::from_secs(3600)),
             api_qps: 50,
             api_burst: 100,

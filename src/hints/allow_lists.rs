@@ -146,6 +146,13 @@ fn check_allowed_names(pod: &PodSettings, limits: &Limits) -> Vec<Rejection> {
             "limits.allowed_service_accounts",
             "service accounts",
         ),
+        (
+            "local_queue",
+            &pod.local_queue,
+            Some(limits.allowed_local_queues.as_slice()),
+            "limits.allowed_local_queues",
+            "Kueue LocalQueues",
+        ),
     ];
     for (key, value, list, setting, what) in named {
         if let Some(v) = value.as_ref().filter(|v| from_script(&v.source)) {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::names::{
     check_annotation_value, check_dns_subdomain, check_image, check_label_key, check_label_value,
+    check_local_queue,
 };
 use super::parse::quote;
 use super::quantity::{Bytes, Millicores};
@@ -61,6 +62,10 @@ pub struct HintSet {
     /// The pod's RuntimeClass (`gvisor`, `kata`, `nvidia`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime_class: Option<Sourced<String>>,
+    /// The Kueue `LocalQueue` the Job waits in for admission (`docs/kueue.md`): the Job gets the
+    /// `kueue.x-k8s.io/queue-name` label and is created suspended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_queue: Option<Sourced<String>>,
     /// Secrets whose keys become environment variables.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub env_from_secrets: Vec<Sourced<String>>,
@@ -124,6 +129,11 @@ impl HintSet {
             "runtime_class",
             one(self.runtime_class.as_ref()),
             check_dns_subdomain,
+        )?;
+        each(
+            "local_queue",
+            one(self.local_queue.as_ref()),
+            check_local_queue,
         )?;
         each(
             "env_from_secrets",
@@ -205,6 +215,7 @@ impl HintSet {
             ("priority_class", &self.priority_class),
             ("service_account", &self.service_account),
             ("runtime_class", &self.runtime_class),
+            ("local_queue", &self.local_queue),
         ] {
             if let Some(v) = v {
                 push(key, v.value.clone());

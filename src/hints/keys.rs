@@ -15,6 +15,7 @@ pub(super) const KEYS: &[&str] = &[
     "priority_class",
     "service_account",
     "runtime_class",
+    "local_queue",
     "env_from_secret",
     "env_from_configmap",
     "volume",
@@ -50,6 +51,10 @@ const ALIASES: &[(&str, &str)] = &[
     ("annotation", "annotation.NAME"),
     ("annotations", "annotation.NAME"),
     ("retry", "retries"),
+    ("queue", "local_queue"),
+    ("queue_name", "local_queue"),
+    ("kueue", "local_queue"),
+    ("localQueue", "local_queue"),
     ("timeout_seconds", "timeout"),
 ];
 
@@ -105,6 +110,7 @@ pub(super) fn example(key: &str) -> &'static str {
         "priority_class" => "e.g. priority_class=batch-low",
         "service_account" => "e.g. service_account=etl-reader",
         "runtime_class" => "e.g. runtime_class=gvisor",
+        "local_queue" => "e.g. local_queue=team-a (a Kueue LocalQueue in the job namespace)",
         "env_from_secret" => "e.g. env_from_secret=etl-credentials",
         "env_from_configmap" => "e.g. env_from_configmap=etl-settings",
         "volume" => "e.g. volume=pvc:datasets:/mnt/data:ro",

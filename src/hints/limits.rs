@@ -23,7 +23,13 @@ use super::settings::{SettingsProblem, problem};
 
 /// Label and annotation prefixes the worker owns: its own bookkeeping (`flext.dev/job-id`, ...)
 /// and the managed-by label its watch selects on. No source may set them, whatever the config says.
-pub const PROTECTED_PREFIXES: &[&str] = &["flext.dev/", "app.kubernetes.io/managed-by"];
+pub const PROTECTED_PREFIXES: &[&str] = &[
+    "flext.dev/",
+    "app.kubernetes.io/managed-by",
+    // Kueue reads its queue from this label: a queue comes from `local_queue` only, within
+    // `limits.allowed_local_queues`.
+    "kueue.x-k8s.io/",
+];
 
 /// What to do with a hint above a numeric maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -84,6 +90,10 @@ pub struct Limits {
     /// PVC patterns a script may mount; empty (default): none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allowed_pvcs: Vec<String>,
+    /// Kueue `LocalQueue` patterns a script may name with `local_queue`; empty (default): none.
+    /// A queue is a share of quota: profiles choose it, scripts only within this list.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_local_queues: Vec<String>,
     /// More label/annotation prefixes no source may set, besides [`PROTECTED_PREFIXES`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub protected_prefixes: Vec<String>,
@@ -156,7 +166,7 @@ pub(super) fn validate(limits: &Limits) -> Result<(), SettingsProblem> {
             ));
         }
     }
-    let lists: [(&str, Option<&[String]>); 9] = [
+    let lists: [(&str, Option<&[String]>); 10] = [
         ("limits.allowed_images", limits.allowed_images.as_deref()),
         (
             "limits.allowed_tolerations",
@@ -180,6 +190,10 @@ pub(super) fn validate(limits: &Limits) -> Result<(), SettingsProblem> {
             Some(&limits.allowed_configmaps),
         ),
         ("limits.allowed_pvcs", Some(&limits.allowed_pvcs)),
+        (
+            "limits.allowed_local_queues",
+            Some(&limits.allowed_local_queues),
+        ),
         (
             "limits.protected_prefixes",
             Some(&limits.protected_prefixes),

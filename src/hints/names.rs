@@ -18,6 +18,19 @@ pub fn shorten(text: &str) -> String {
     shown
 }
 
+/// A Kueue `LocalQueue` name: a DNS subdomain that is also a label value (it goes into the
+/// `kueue.x-k8s.io/queue-name` label), so at most 63 characters.
+pub fn check_local_queue(name: &str) -> Result<(), String> {
+    check_dns_subdomain(name)?;
+    if name.len() > 63 {
+        return Err(format!(
+            "`{}` is longer than 63 characters: it becomes the value of the kueue.x-k8s.io/queue-name label",
+            shorten(name)
+        ));
+    }
+    Ok(())
+}
+
 /// A DNS subdomain (RFC 1123), the form of most object names: Secrets, ConfigMaps, PVCs,
 /// service accounts, priority classes, runtime classes.
 pub fn check_dns_subdomain(name: &str) -> Result<(), String> {

@@ -19,7 +19,7 @@ use std::str::FromStr;
 use super::keys::{KEYS, example, suggestion};
 use super::names::{
     check_annotation_value, check_dns_subdomain, check_image, check_label_key, check_label_value,
-    shorten,
+    check_local_queue, shorten,
 };
 use super::values::{AffinityPreset, PullPolicy, RequestLimit, positive_quantity};
 use super::{
@@ -364,6 +364,11 @@ impl Reader {
                     _ => &mut self.hints.runtime_class,
                 };
                 *slot = Some(at(line, v));
+            }
+            "local_queue" => {
+                let v = checked(line, key, value, check_local_queue)?;
+                self.once(line, key.into())?;
+                self.hints.local_queue = Some(at(line, v));
             }
             "timeout" => {
                 let v: HumanDuration = value.parse().map_err(|e: String| bad(line, key, e))?;

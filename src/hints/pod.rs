@@ -54,6 +54,8 @@ pub struct PodSettings {
     pub service_account: Option<Sourced<String>>,
     /// RuntimeClass name.
     pub runtime_class: Option<Sourced<String>>,
+    /// Kueue `LocalQueue` name: the Job waits there, suspended, until Kueue admits it.
+    pub local_queue: Option<Sourced<String>>,
     /// Secrets to load as environment (`envFrom`), without repeats.
     pub env_from_secrets: Vec<Sourced<String>>,
     /// ConfigMaps to load as environment (`envFrom`), without repeats.
@@ -110,6 +112,7 @@ impl PodSettings {
             priority_class: None,
             service_account: settings.service_account.map(|name| dflt(name.to_owned())),
             runtime_class: None,
+            local_queue: None,
             env_from_secrets: Vec::new(),
             env_from_configmaps: Vec::new(),
             volumes: Vec::new(),
@@ -145,6 +148,7 @@ impl PodSettings {
             stamp,
         );
         optional(&mut self.runtime_class, layer.runtime_class.as_ref(), stamp);
+        optional(&mut self.local_queue, layer.local_queue.as_ref(), stamp);
         list(&mut self.env_from_secrets, &layer.env_from_secrets, stamp);
         list(
             &mut self.env_from_configmaps,
@@ -224,6 +228,7 @@ impl PodSettings {
             ("priority_class", &self.priority_class),
             ("service_account", &self.service_account),
             ("runtime_class", &self.runtime_class),
+            ("local_queue", &self.local_queue),
         ] {
             if let Some(v) = v {
                 rows.push((key.into(), v.value.clone(), &v.source));

@@ -641,7 +641,12 @@ fn names_outside_the_allow_lists_are_rejected_even_in_clamp_mode() {
         ("env_from_configmap=anything", "limits.allowed_configmaps"),
         ("service_account=default", "limits.allowed_service_accounts"),
         ("volume=pvc:other:/d", "limits.allowed_pvcs"),
+        ("local_queue=team-a", "limits.allowed_local_queues"),
         ("label.flext.dev/job-id=x", "limits.protected_prefixes"),
+        (
+            "label.kueue.x-k8s.io/queue-name=other",
+            "limits.protected_prefixes",
+        ),
         (
             "annotation.app.kubernetes.io/managed-by=me",
             "limits.protected_prefixes",
@@ -756,6 +761,9 @@ fn strip(h: &HintSet) -> HintSet {
         .map(|v| Sourced::new(v.value, Source::Default));
     h.runtime_class = h
         .runtime_class
+        .map(|v| Sourced::new(v.value, Source::Default));
+    h.local_queue = h
+        .local_queue
         .map(|v| Sourced::new(v.value, Source::Default));
     h.timeout = h.timeout.map(|v| Sourced::new(v.value, Source::Default));
     h.retries = h.retries.map(|v| Sourced::new(v.value, Source::Default));
@@ -894,7 +902,8 @@ fn arbitrary_hints() -> impl Strategy<Value = HintSet> {
             affinity: affinity.into_iter().map(d).collect(),
             priority_class: account.clone().map(d),
             service_account: account.clone().map(d),
-            runtime_class: account.map(d),
+            runtime_class: account.clone().map(d),
+            local_queue: account.map(d),
             env_from_secrets: secrets.iter().cloned().map(d).collect(),
             env_from_configmaps: secrets.into_iter().map(d).collect(),
             volumes: volumes

@@ -135,6 +135,35 @@ pub const REQUIRED: &[Permission] = &[
     ),
 ];
 
+/// What a worker whose jobs may wait in Kueue `LocalQueues` needs besides [`REQUIRED`]
+/// ([`crate::config::Settings::uses_kueue`]); the chart grants it with `rbac.kueue`
+/// (`files/rbac-rules-kueue.yaml`).
+pub const KUEUE: &[Permission] = &[
+    allow(
+        super::kueue::GROUP,
+        "workloads",
+        "list",
+        "kueue::AdmissionWatch: the shared watch of Kueue's Workloads lists them",
+    ),
+    allow(
+        super::kueue::GROUP,
+        "workloads",
+        "watch",
+        "kueue::AdmissionWatch: why a queued Job waits, from its Workload's conditions",
+    ),
+];
+
+/// Every permission a worker with these settings needs: [`REQUIRED`], and [`KUEUE`] when its
+/// jobs may name a `LocalQueue`.
+#[must_use]
+pub fn needed(kueue: bool) -> Vec<Permission> {
+    let mut all = REQUIRED.to_vec();
+    if kueue {
+        all.extend_from_slice(KUEUE);
+    }
+    all
+}
+
 impl Permission {
     fn attributes(&self, namespace: &str) -> ResourceAttributes {
         let (resource, subresource) = match self.resource.split_once('/') {
@@ -171,8 +200,14 @@ impl Permission {
 /// restriction), its verbs in [`REQUIRED`]'s order.
 #[must_use]
 pub fn role_rules(namespace: &str) -> Vec<PolicyRule> {
+    rules_of(REQUIRED, namespace)
+}
+
+/// `permissions` as the rules of a Role in `namespace`, grouped as [`role_rules`] does.
+#[must_use]
+pub fn rules_of(permissions: &[Permission], namespace: &str) -> Vec<PolicyRule> {
     let mut rules: Vec<PolicyRule> = Vec::new();
-    for p in REQUIRED {
+    for p in permissions {
         let names = p.own_namespace_only.then(|| vec![namespace.to_owned()]);
         let same = |r: &PolicyRule| {
             r.api_groups.as_deref() == Some(&[p.group.to_owned()][..])
@@ -240,11 +275,15 @@ impl fmt::Display for Missing {
     }
 }
 
-/// Asks the API server whether this identity may make every request in [`REQUIRED`] in
-/// `namespace`: `Ok(None)` when it may, else the denied ones.
-pub async fn review(client: &Client, namespace: &str) -> Result<Option<Missing>, kube::Error> {
+/// Asks the API server whether this identity may make every request in `permissions` (see
+/// [`needed`]) in `namespace`: `Ok(None)` when it may, else the denied ones.
+pub async fn review(
+    client: &Client,
+    namespace: &str,
+    permissions: &[Permission],
+) -> Result<Option<Missing>, kube::Error> {
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-    let asks = REQUIRED.iter().map(|permission| {
+    let asks = permissions.iter().map(|permission| {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(permission.attributes(namespace)),
@@ -339,6 +378,13 @@ mod tests {
         );
         let chart: Vec<PolicyRule> = serde_yaml_ng::from_str(&text).unwrap();
         assert_eq!(chart, role_rules("the-job-namespace"));
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/helm/flext-kubernetes/files/rbac-rules-kueue.yaml"
+        );
+        let kueue: Vec<PolicyRule> =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(kueue, rules_of(KUEUE, "the-job-namespace"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::Inner;
 use super::classify::{self, PodState};
 use super::follow::{LineStream, LogFollower, next_line};
+use super::kueue::Admission;
 use super::objects::Created;
 use super::outcome::{self, Ended, Lost};
 use super::render::{self, Context};
@@ -26,6 +27,9 @@ use crate::trailer;
 
 /// How long a Job may go without a pod before the job log says why it waits.
 const NO_POD_NOTE_AFTER: Duration = Duration::from_secs(10);
+/// How long a queued Job may go without a Kueue Workload before the job log asks whether Kueue
+/// runs (it makes one within a second when it does).
+const NO_WORKLOAD_NOTE_AFTER: Duration = Duration::from_secs(10);
 
 /// What every attempt of one job works with.
 pub(super) struct Run<'a> {
@@ -61,6 +65,10 @@ pub struct Rules {
     pub namespace: String,
     /// The attempt's object name, likewise.
     pub object_name: String,
+    /// The Kueue `LocalQueue` the Job waits in, if any.
+    pub local_queue: Option<String>,
+    /// How long Kueue may take to admit the Job; `None`: unbounded.
+    pub admission_budget: Option<HumanDuration>,
 }
 
 impl Rules {
@@ -72,6 +80,8 @@ impl Rules {
             image_pull_grace: settings.executor.image_pull_grace,
             namespace: settings.cluster.namespace.clone(),
             object_name: render::object_name(job, attempt),
+            local_queue: None,
+            admission_budget: settings.executor.admission_budget,
         }
     }
 }
@@ -88,6 +98,9 @@ pub enum Event {
     },
     /// The pod was looked for and is not there.
     NoPod,
+    /// The Job waits in a Kueue `LocalQueue`, not admitted: Kueue's reason, or `None` when Kueue
+    /// has not made its Workload yet (with why it cannot be read, if so).
+    NotAdmitted(Option<String>),
     /// The watch said the pod changed, or a second passed.
     Tick,
     /// A log line arrived (and was taken by the follower).
@@ -138,6 +151,10 @@ pub struct Machine {
     pulling_since: Option<Duration>,
     streaming: bool,
     last_note: String,
+    /// When Kueue was first seen not admitting the Job.
+    admission_since: Option<Duration>,
+    /// When the attempt was first seen past admission (the no-pod note counts from here).
+    admitted_at: Option<Duration>,
 }
 
 impl Machine {
@@ -152,12 +169,21 @@ impl Machine {
             pulling_since: None,
             streaming: false,
             last_note: String::new(),
+            admission_since: None,
+            admitted_at: None,
         }
     }
 
     /// What to do after `event`, `at` this long since the attempt began.
     pub fn step(&mut self, at: Duration, event: Event) -> Action {
+        if self.admission_since.is_some()
+            && self.admitted_at.is_none()
+            && !matches!(event, Event::NotAdmitted(_))
+        {
+            self.admitted_at = Some(at);
+        }
         match event {
+            Event::NotAdmitted(reason) => self.not_admitted(at, reason),
             Event::Pod {
                 state,
                 user_code_started,
@@ -171,10 +197,14 @@ impl Machine {
             },
             // The Job exists but its controller made no pod: a quota or an admission policy
             // refuses it. Kubernetes retries; say so in the log instead of staying silent.
-            Event::NoPod if at > NO_POD_NOTE_AFTER => self.note(format!(
+            Event::NoPod
+                if at.saturating_sub(self.admitted_at.unwrap_or_default()) > NO_POD_NOTE_AFTER =>
+            {
+                self.note(format!(
                 "waiting for the Job controller to create the pod (a quota or an admission policy may refuse it; see `kubectl -n {} describe job {}`)",
                 self.rules.namespace, self.rules.object_name
-            )),
+            ))
+            }
             Event::NoPod | Event::LogLine => Action::Wait,
             Event::Tick => Action::Check,
             Event::StreamOpened => {
@@ -246,6 +276,33 @@ impl Machine {
         }
     }
 
+    /// Kueue holds the Job back: say why, fail past the admission budget.
+    fn not_admitted(&mut self, at: Duration, reason: Option<String>) -> Action {
+        let since = *self.admission_since.get_or_insert(at);
+        let waited = at.saturating_sub(since);
+        let queue = self.rules.local_queue.clone().unwrap_or_default();
+        let namespace = &self.rules.namespace;
+        let reason = match reason {
+            Some(reason) => reason,
+            None if waited > NO_WORKLOAD_NOTE_AFTER => format!(
+                "Kueue has made no Workload for the Job after {}s: is Kueue running in this cluster, and does LocalQueue `{queue}` exist in namespace `{namespace}`? (`kubectl -n {namespace} get localqueue {queue}`)",
+                waited.as_secs()
+            ),
+            None => return Action::Wait,
+        };
+        if let Some(budget) = self.rules.admission_budget
+            && waited > budget.0
+        {
+            return Action::Fail {
+                failure: outcome::not_admitted(&queue, &reason, budget),
+                delete: true,
+            };
+        }
+        self.note(format!(
+            "waiting for Kueue to admit the Job (LocalQueue `{queue}`): {reason}"
+        ))
+    }
+
     /// A note, unless it is the one given last.
     fn note(&mut self, message: String) -> Action {
         if self.last_note == message {
@@ -260,21 +317,23 @@ impl Inner {
     /// Runs one attempt: creates (or adopts) its objects and follows its pod to an end.
     pub(super) async fn attempt(&self, run: &Run<'_>, attempt: u32, nonce: &str) -> Attempt {
         let started = Instant::now();
-        let (nonce, skip) = match self.start(run, attempt, nonce).await {
+        let (nonce, skip, queue) = match self.start(run, attempt, nonce).await {
             Ok(started_with) => started_with,
             Err(completion) => return Attempt::Done(completion),
         };
-        self.follow_pod(run, attempt, &nonce, skip, started).await
+        self.follow_pod(run, attempt, &nonce, skip, queue, started)
+            .await
     }
 
-    /// Renders and creates (or adopts) the attempt's objects: the nonce its pod uses and how many
-    /// output lines are already logged, or how the job ended meanwhile.
+    /// Renders and creates (or adopts) the attempt's objects: the nonce its pod uses, how many
+    /// output lines are already logged and the Kueue `LocalQueue` the Job waits in, or how the job
+    /// ended meanwhile.
     async fn start(
         &self,
         run: &Run<'_>,
         attempt: u32,
         nonce: &str,
-    ) -> Result<(String, usize), Completion> {
+    ) -> Result<(String, usize, Option<String>), Completion> {
         let started = Instant::now();
         let mut objects = render::render(
             run.job,
@@ -300,6 +359,7 @@ impl Inner {
             }
         }
         let object = render::object_name(run.job, attempt);
+        let queue = render::kueue_queue(&objects.job).map(str::to_owned);
         run.progress.set_phase("creating the Kubernetes Job");
         match self.create(&objects, run.cancel, run.logs).await {
             Created::Fresh => {
@@ -307,12 +367,12 @@ impl Inner {
                 if run.job.prior_output_lines > 0 {
                     run.logs.note("running the script again: the output above is from an earlier run that did not finish");
                 }
-                Ok((nonce.to_owned(), 0))
+                Ok((nonce.to_owned(), 0, queue))
             }
             // The output of this pod that a stopped worker already logged is not repeated.
             Created::Adopted(existing) => {
                 run.progress.record_job(&object, true);
-                Ok((existing, run.job.prior_output_lines))
+                Ok((existing, run.job.prior_output_lines, queue))
             }
             Created::Canceled => Err(Completion::canceled(started.elapsed())),
             Created::Failed(failure) => Err(Completion::failed(failure, started.elapsed())),
@@ -326,13 +386,18 @@ impl Inner {
         attempt: u32,
         nonce: &str,
         skip: usize,
+        queue: Option<String>,
         started: Instant,
     ) -> Attempt {
         let settings = &self.config.settings;
         let decoder = trailer::Decoder::new(nonce, settings.executor.max_result_bytes.0);
         let mut follower = LogFollower::new(decoder, run.logs, run.progress);
         follower.skip = skip;
-        let mut machine = Machine::new(Rules::of(settings, run.job, attempt));
+        let mut rules = Rules::of(settings, run.job, attempt);
+        rules.local_queue.clone_from(&queue);
+        let mut machine = Machine::new(rules);
+        let object = render::object_name(run.job, attempt);
+        let mut kueue = AdmissionNotes::default();
         let id = run.job.id.to_string();
         let mut stream: Option<LineStream> = None;
         let mut pod: Option<Pod> = None;
@@ -341,12 +406,21 @@ impl Inner {
             let event = match action {
                 Action::Check => {
                     pod = self.watch.pod(&id, attempt);
-                    pod.as_ref().map_or_else(
-                        || {
+                    match pod.as_ref() {
+                        None if queue.is_some() => self.admission_event(run, &object, &mut kueue),
+                        None => {
                             run.progress.set_phase("waiting for the Job's pod");
                             Event::NoPod
-                        },
-                        |pod| {
+                        }
+                        Some(pod) => {
+                            if queue.is_some() && !kueue.admitted {
+                                // Admitted (a pod exists) before a look at the Workload said so.
+                                let cluster_queue = match self.kueue.admission(&object) {
+                                    Admission::Admitted(cluster_queue) => cluster_queue,
+                                    _ => String::new(),
+                                };
+                                kueue.note_admitted(run, &cluster_queue);
+                            }
                             let state = classify::assess(pod);
                             let user_code_started = classify::user_code_started(pod);
                             if user_code_started {
@@ -357,8 +431,8 @@ impl Inner {
                                 state,
                                 user_code_started,
                             }
-                        },
-                    )
+                        }
+                    }
                 }
                 Action::Wait => next_event(run, &mut stream, &mut follower).await,
                 Action::Note(message) => {
@@ -413,6 +487,61 @@ impl Inner {
                 }
             };
             action = machine.step(started.elapsed(), event);
+        }
+    }
+}
+
+/// What the job log has said about Kueue's admission of one attempt.
+#[derive(Debug, Default)]
+struct AdmissionNotes {
+    waiting_since: Option<Instant>,
+    admitted: bool,
+}
+
+impl AdmissionNotes {
+    /// The job-log line of the admission, once.
+    fn note_admitted(&mut self, run: &Run<'_>, cluster_queue: &str) {
+        if self.admitted {
+            return;
+        }
+        self.admitted = true;
+        let waited = self
+            .waiting_since
+            .map(|since| format!(" after {:.1}s", since.elapsed().as_secs_f64()))
+            .unwrap_or_default();
+        let queue = if cluster_queue.is_empty() {
+            String::new()
+        } else {
+            format!(" (ClusterQueue `{cluster_queue}`)")
+        };
+        run.logs.note(&format!("admitted by Kueue{queue}{waited}"));
+    }
+}
+
+impl Inner {
+    /// A queued Job without a pod: where Kueue stands on it, and the job-log line when it has just
+    /// been admitted.
+    fn admission_event(&self, run: &Run<'_>, object: &str, notes: &mut AdmissionNotes) -> Event {
+        match self.kueue.admission(object) {
+            Admission::Admitted(cluster_queue) => {
+                notes.note_admitted(run, &cluster_queue);
+                run.progress.set_phase("waiting for the Job's pod");
+                Event::NoPod
+            }
+            Admission::Waiting(reason) => {
+                notes.waiting_since.get_or_insert_with(Instant::now);
+                run.progress.set_phase("waiting for Kueue admission");
+                Event::NotAdmitted(Some(reason))
+            }
+            Admission::Unknown(error) => {
+                notes.waiting_since.get_or_insert_with(Instant::now);
+                run.progress.set_phase("waiting for Kueue admission");
+                Event::NotAdmitted(error.map(|error| {
+                    format!(
+                        "Kueue's Workloads cannot be read ({error}); is Kueue installed, and may the worker list and watch workloads.kueue.x-k8s.io (executor Role)?"
+                    )
+                }))
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ mod attempt;
 pub mod classify;
 mod counted;
 mod follow;
+pub mod kueue;
 mod objects;
 mod outcome;
 mod ratelimit;
@@ -80,6 +81,8 @@ struct Inner {
     config_maps: Api<ConfigMap>,
     secrets: Api<Secret>,
     watch: PodWatch,
+    /// Kueue's Workloads, watched from the first queued Job on.
+    kueue: kueue::AdmissionWatch,
     limiter: ratelimit::RateLimiter,
     metrics: KubeMetrics,
     plugins: Option<crate::plugins::Plugins>,
@@ -135,7 +138,8 @@ impl KubernetesExecutor {
         let namespace = cluster.namespace.clone();
         // Every permission first: a worker that could claim jobs but not run them would fail each
         // one; better not to start, naming what is missing.
-        match access::review(&client, &namespace).await {
+        let permissions = access::needed(config.settings.uses_kueue());
+        match access::review(&client, &namespace, &permissions).await {
             Ok(None) => {}
             Ok(Some(missing)) => return Err(Error::Forbidden(missing)),
             Err(error) => return Err(Error::Unreachable(error)),
@@ -168,6 +172,7 @@ impl KubernetesExecutor {
             _ => None,
         };
         let inner = Inner {
+            kueue: kueue::AdmissionWatch::new(client.clone(), &namespace, stop.clone()),
             api,
             jobs: Api::namespaced(client.clone(), &namespace),
             config_maps: Api::namespaced(client.clone(), &namespace),

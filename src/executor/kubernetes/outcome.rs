@@ -142,6 +142,18 @@ pub fn unschedulable(message: &str, budget: HumanDuration) -> JobFailure {
     )
 }
 
+/// Kueue did not admit the Job within the admission budget.
+#[must_use]
+pub fn not_admitted(queue: &str, message: &str, budget: HumanDuration) -> JobFailure {
+    JobFailure::new(
+        FailureCategory::Unschedulable,
+        "NotAdmitted",
+        format!(
+            "Kueue did not admit the Job from LocalQueue `{queue}` within {budget} (executor.admission_budget): {message}; lower the script's `k8s:` resource hints, raise the ClusterQueue's quota, or raise executor.admission_budget"
+        ),
+    )
+}
+
 /// The image could not be pulled within the grace.
 #[must_use]
 pub fn image_pull(image: &str, message: &str, grace: HumanDuration) -> JobFailure {

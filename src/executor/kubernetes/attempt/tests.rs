@@ -13,7 +13,91 @@ fn machine() -> Machine {
         image_pull_grace: HumanDuration(secs(30)),
         namespace: "jobs".into(),
         object_name: "wm-x-1".into(),
+        local_queue: None,
+        admission_budget: None,
     })
+}
+
+fn queued(budget: Option<u64>) -> Machine {
+    Machine::new(Rules {
+        pending_budget: HumanDuration(secs(60)),
+        image_pull_grace: HumanDuration(secs(30)),
+        namespace: "jobs".into(),
+        object_name: "wm-x-1".into(),
+        local_queue: Some("team-a".into()),
+        admission_budget: budget.map(|s| HumanDuration(secs(s))),
+    })
+}
+
+const QUOTA: &str = "couldn't assign flavors to pod set main: insufficient unused quota for cpu in flavor default, 200m more needed";
+
+#[test]
+fn waiting_for_kueue_is_noted_with_kueues_reason_once_and_unbounded_by_default() {
+    let mut m = queued(None);
+    let Action::Note(note) = m.step(secs(1), Event::NotAdmitted(Some(QUOTA.into()))) else {
+        panic!("no note")
+    };
+    assert!(note.contains("LocalQueue `team-a`"), "{note}");
+    assert!(note.contains(QUOTA), "{note}");
+    assert_eq!(
+        m.step(secs(2), Event::NotAdmitted(Some(QUOTA.into()))),
+        Action::Wait
+    );
+    // Hours in the queue are normal: no budget, no failure.
+    assert_eq!(
+        m.step(secs(7200), Event::NotAdmitted(Some(QUOTA.into()))),
+        Action::Wait
+    );
+}
+
+#[test]
+fn past_the_admission_budget_the_job_fails_naming_the_queue_and_the_setting() {
+    let mut m = queued(Some(30));
+    m.step(secs(1), Event::NotAdmitted(Some(QUOTA.into())));
+    assert_eq!(
+        m.step(secs(30), Event::NotAdmitted(Some(QUOTA.into()))),
+        Action::Wait
+    );
+    let (failure, delete) = failed(m.step(secs(32), Event::NotAdmitted(Some(QUOTA.into()))));
+    assert!(delete);
+    assert_eq!(failure.category, FailureCategory::Unschedulable);
+    assert_eq!(failure.name, "NotAdmitted");
+    for part in ["`team-a`", "executor.admission_budget", QUOTA] {
+        assert!(
+            failure.message.contains(part),
+            "{part}: {}",
+            failure.message
+        );
+    }
+}
+
+#[test]
+fn no_workload_is_quiet_at_first_then_asks_whether_kueue_runs() {
+    let mut m = queued(None);
+    assert_eq!(m.step(secs(1), Event::NotAdmitted(None)), Action::Wait);
+    let Action::Note(note) = m.step(secs(12), Event::NotAdmitted(None)) else {
+        panic!("no note")
+    };
+    assert!(note.contains("is Kueue running"), "{note}");
+    assert!(
+        note.contains("kubectl -n jobs get localqueue team-a"),
+        "{note}"
+    );
+}
+
+#[test]
+fn the_pending_budget_and_the_no_pod_note_count_from_admission() {
+    let mut m = queued(None);
+    m.step(secs(1), Event::NotAdmitted(Some(QUOTA.into())));
+    // Admitted after 100 s: no pod yet is normal for a while.
+    assert_eq!(m.step(secs(100), Event::NoPod), Action::Wait);
+    assert_eq!(m.step(secs(105), Event::NoPod), Action::Wait);
+    assert!(matches!(m.step(secs(111), Event::NoPod), Action::Note(_)));
+    let pending = || pod(PodState::Unschedulable("0/3 nodes".into()));
+    assert!(matches!(m.step(secs(112), pending()), Action::Note(_)));
+    assert_eq!(m.step(secs(170), pending()), Action::Wait);
+    let (failure, _) = failed(m.step(secs(173), pending()));
+    assert_eq!(failure.name, "Unschedulable");
 }
 
 fn pod(state: PodState) -> Event {

@@ -30,6 +30,8 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGER: &str = "flext-kubernetes";
 /// Label: a hash of the script path, for spreading one script's pods.
 pub const LABEL_SCRIPT: &str = "flext.dev/script";
+/// Label on a Job: the Kueue `LocalQueue` it waits in (Kueue's `constants.QueueLabel`).
+pub const LABEL_KUEUE_QUEUE: &str = "kueue.x-k8s.io/queue-name";
 /// Name of the job's main container.
 pub const MAIN_CONTAINER: &str = "main";
 /// Name of the init container that brings the runner.
@@ -80,6 +82,7 @@ pub async fn apply_plugins(
     .await
     .map_err(|e| internal(e.to_string()))??;
     objects.job = serde_json::from_value(value).map_err(|e| internal(e.to_string()))?;
+    suspend_for_kueue(&mut objects.job);
     Ok(applied)
 }
 
@@ -187,8 +190,15 @@ pub fn render(job: &Job, cx: &Context<'_>) -> Objects {
 
     let config_map = config_map(job, settings, meta.clone());
     let secret = secret(job, cx, meta.clone());
-    let job_object = KubeJob {
-        metadata: meta,
+    let mut job_meta = meta;
+    if let Some(queue) = &cx.pod.local_queue {
+        job_meta
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(LABEL_KUEUE_QUEUE.to_owned(), queue.value.clone());
+    }
+    let mut job_object = KubeJob {
+        metadata: job_meta,
         spec: Some(JobSpec {
             backoff_limit: Some(settings.job_template.backoff_limit),
             active_deadline_seconds: Some(
@@ -203,10 +213,33 @@ pub fn render(job: &Job, cx: &Context<'_>) -> Objects {
         }),
         ..KubeJob::default()
     };
+    suspend_for_kueue(&mut job_object);
     Objects {
         config_map,
         secret,
         job: job_object,
+    }
+}
+
+/// The Kueue `LocalQueue` a rendered Job waits in, if it has one.
+#[must_use]
+pub fn kueue_queue(job: &KubeJob) -> Option<&str> {
+    job.metadata
+        .labels
+        .as_ref()?
+        .get(LABEL_KUEUE_QUEUE)
+        .map(String::as_str)
+}
+
+/// A Job with a Kueue queue is created suspended: Kueue unsuspends it on admission. Where
+/// Kueue's webhook runs it would suspend the Job itself; where it does not, a Job created
+/// running starts its pod at once and Kueue stops it again (docs/kueue-on-the-bed.md). Applied
+/// at render and again after the policy plugins, so a plugin that names a queue gets it too.
+pub fn suspend_for_kueue(job: &mut KubeJob) {
+    if kueue_queue(job).is_some()
+        && let Some(spec) = job.spec.as_mut()
+    {
+        spec.suspend = Some(true);
     }
 }
 
@@ -332,6 +365,77 @@ mod tests {
             base_url,
         };
         render(job, &cx)
+    }
+
+    #[test]
+    fn a_job_in_a_kueue_queue_is_labelled_and_created_suspended() {
+        let mut job = crate::testing::job();
+        job.code = Some("# k8s: local_queue=team-a\ndef main(): pass\n".into());
+        let config = Config::from_yaml(
+            "limits: {allowed_local_queues: [team-*]}",
+            &std::collections::BTreeMap::new(),
+        )
+        .unwrap();
+        let pod = hints::resolve(
+            &config.settings.hints(),
+            &job.tag,
+            "python3",
+            job.code.as_deref().unwrap_or_default(),
+            hints::WindmillFields::default(),
+        )
+        .unwrap();
+        let args = serde_json::Map::new();
+        let cx = Context {
+            settings: &config.settings,
+            pod: &pod,
+            attempt: 1,
+            nonce: "n",
+            args: &args,
+            token: None,
+            base_url: None,
+        };
+        let objects = render(&job, &cx);
+        assert_eq!(kueue_queue(&objects.job), Some("team-a"));
+        assert_eq!(objects.job.spec.as_ref().unwrap().suspend, Some(true));
+        // Only the Job carries the queue: Kueue reads it there; the pod's labels are ours.
+        let pod_labels = objects
+            .job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert!(
+            !pod_labels.contains_key(LABEL_KUEUE_QUEUE),
+            "{pod_labels:?}"
+        );
+        assert!(
+            !objects
+                .config_map
+                .metadata
+                .labels
+                .as_ref()
+                .unwrap()
+                .contains_key(LABEL_KUEUE_QUEUE)
+        );
+        // Without a queue nothing changes.
+        let (plain, _) = rendered("def main(): pass", "n");
+        assert_eq!(kueue_queue(&plain.job), None);
+        assert_eq!(plain.job.spec.as_ref().unwrap().suspend, None);
+        // A queue set later (by a policy plugin) suspends the Job too.
+        let mut later = plain.job;
+        later
+            .metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(LABEL_KUEUE_QUEUE.into(), "q".into());
+        suspend_for_kueue(&mut later);
+        assert_eq!(later.spec.unwrap().suspend, Some(true));
     }
 
     /// The main container's environment: plain values, and the Secret keys of the others.

@@ -41,18 +41,23 @@ fn apply(yaml: &str) {
     let _ = std::fs::remove_file(path);
 }
 
+/// The `ResourceFlavor` every test's `ClusterQueue` uses, made once: tests run side by side, and
+/// two `kubectl apply` of one new object race (the second create is an `AlreadyExists`).
+fn flavor() {
+    static FLAVOR: std::sync::Once = std::sync::Once::new();
+    FLAVOR.call_once(|| {
+        apply("apiVersion: kueue.x-k8s.io/v1beta2\nkind: ResourceFlavor\nmetadata:\n  name: default\n");
+    });
+}
+
 /// The test's `ClusterQueue` (`cpu` of quota, for its namespace only; it must cover every
 /// resource the pods request, ephemeral storage included, or Kueue never admits them) and `LocalQueue` `lq`; the
 /// `ClusterQueue`'s name.
 fn queues(namespace: &str, cpu: &str) -> String {
     let cluster_queue = format!("cq-{namespace}");
+    flavor();
     apply(&format!(
         r"apiVersion: kueue.x-k8s.io/v1beta2
-kind: ResourceFlavor
-metadata:
-  name: default
----
-apiVersion: kueue.x-k8s.io/v1beta2
 kind: ClusterQueue
 metadata:
   name: {cluster_queue}

@@ -61,6 +61,7 @@ fn time(plugins: &str) -> (Duration, Duration, Duration) {
     let args = serde_json::Map::new();
     let cx = render::Context {
         settings: &config.settings,
+        namespace: &config.settings.cluster.namespace,
         pod: &pod,
         attempt: 1,
         nonce: "n",

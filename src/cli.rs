@@ -161,6 +161,14 @@ pub async fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
     // `run` would refuse to start without the executor: so does `check`, after the rest.
     let executor = executor_for(&config).await;
     match &executor {
+        Ok(Executor::Kubernetes(executor)) => {
+            for cluster in executor.cluster_states() {
+                println!(
+                    "# cluster `{}`: reachable, namespace `{}` exists, every permission the worker needs is granted",
+                    cluster.name, cluster.namespace
+                );
+            }
+        }
         Ok(executor) => println!("# executor: {executor:?}"),
         Err(_) => println!("# executor: cannot start (below)"),
     }
@@ -327,6 +335,14 @@ pub fn hints(
         file.display()
     );
     print!("{pod}");
+    if settings.clusters().len() > 1 || pod.cluster.is_some() {
+        match crate::executor::kubernetes::clusters::placement(settings, tag, &pod) {
+            Ok(placement) => println!("# runs on {}", placement.describe()),
+            Err(failure) => {
+                anyhow::bail!("{}: {}: {}", file.display(), failure.name, failure.message)
+            }
+        }
+    }
     if let Some(plugins) = crate::plugins::Plugins::load(&settings.plugins, &settings.limits)? {
         let job = crate::domain::Job::local(
             file,
@@ -421,8 +437,14 @@ pub async fn render(
     let api_configured = config.windmill_url.is_some() && config.windmill_token.is_some();
     let args = crate::windmill_api::unresolved_args(&job, api_configured)
         .map_err(|f| anyhow::anyhow!("{}: {}", f.name, f.message))?;
+    let (cluster, placement) = kubernetes::clusters::first_choice(&config.settings, &job.tag, &pod)
+        .map_err(|f| anyhow::anyhow!("{}: {}", f.name, f.message))?;
+    if config.settings.clusters().len() > 1 || pod.cluster.is_some() {
+        println!("# runs on {}", placement.describe());
+    }
     let cx = render::Context {
         settings: &config.settings,
+        namespace: &cluster.namespace,
         pod: &pod,
         attempt: 1,
         nonce: "<nonce: random per attempt>",

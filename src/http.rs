@@ -114,11 +114,15 @@ impl Endpoint {
 
     async fn status(&self) -> Status {
         let (problems, queue) = tokio::join!(self.problems(), self.depth());
+        let mut worker = self.probe.status();
+        if let crate::executor::Executor::Kubernetes(executor) = &self.executor {
+            worker.clusters = executor.cluster_states();
+        }
         Status {
             ready: problems.is_empty(),
             problems,
             queue,
-            worker: self.probe.status(),
+            worker,
         }
     }
 }
@@ -208,7 +212,20 @@ pub fn render_page(status: &Status) -> String {
     let clusters: Vec<String> = w
         .clusters
         .iter()
-        .map(|c| format!("{} (namespace {})", escape(&c.name), escape(&c.namespace)))
+        .map(|c| {
+            let state = match (&c.not_ready_because, c.ready) {
+                (_, true) => format!("ready, {} in flight", c.in_flight),
+                (Some(why), false) => {
+                    format!("<span class=\"bad\">not ready</span>: {}", escape(why))
+                }
+                (None, false) => "<span class=\"bad\">not ready</span>".to_owned(),
+            };
+            format!(
+                "<span class=\"cluster\">{} (namespace {}; {state})</span>",
+                escape(&c.name),
+                escape(&c.namespace)
+            )
+        })
         .collect();
     let _ = writeln!(
         page,
@@ -311,6 +328,9 @@ mod tests {
                 clusters: vec![crate::worker::ClusterStatus {
                     name: "default".into(),
                     namespace: "jobs".into(),
+                    ready: true,
+                    not_ready_because: None,
+                    in_flight: 1,
                 }],
                 concurrency: 4,
                 jobs_handed_back: 7,

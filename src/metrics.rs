@@ -57,9 +57,27 @@ pub struct DepthLabels {
     pub when: String,
 }
 
+/// One cluster (its name in the config: bounded).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    /// The cluster's name (`default` for the single `cluster:` mapping).
+    pub cluster: String,
+}
+
+/// A job's tag on one cluster.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterTagLabels {
+    /// The cluster's name.
+    pub cluster: String,
+    /// The Windmill tag.
+    pub tag: String,
+}
+
 /// One Kubernetes API request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// The cluster the request went to.
+    pub cluster: String,
     /// The Kubernetes verb: `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`.
     pub verb: String,
     /// The resource (`pods`, `jobs`, `configmaps`, `secrets`, `pods/log`, ...).
@@ -87,12 +105,20 @@ fn tag_histograms(new: fn() -> Histogram) -> Family<TagLabels, Histogram> {
     Family::new_with_constructor(new)
 }
 
-/// The Kubernetes executor's metrics.
+/// The Kubernetes executor's metrics: one set of families for every cluster, each cluster's view
+/// ([`KubeMetrics::for_cluster`]) stamping its `cluster` label.
 #[derive(Debug, Clone)]
 pub struct KubeMetrics {
+    /// The cluster this view records for.
+    cluster: String,
+    /// Every cluster a view was made for, in order.
+    clusters: Arc<std::sync::Mutex<Vec<String>>>,
     requests: Family<RequestLabels, Counter>,
-    limiter_wait: Histogram,
-    system_retries: Family<TagLabels, Counter>,
+    limiter_wait: Family<ClusterLabels, Histogram>,
+    system_retries: Family<ClusterTagLabels, Counter>,
+    cluster_ready: Family<ClusterLabels, Gauge>,
+    cluster_in_flight: Family<ClusterLabels, Gauge>,
+    cluster_jobs: Family<ClusterLabels, Counter>,
     policy_decisions: Family<PolicyLabels, Counter>,
     policy_call: Family<PluginLabels, Histogram>,
 }
@@ -122,9 +148,14 @@ fn plugin_histogram() -> Histogram {
 impl Default for KubeMetrics {
     fn default() -> Self {
         Self {
+            cluster: "default".to_owned(),
+            clusters: Arc::default(),
             requests: Family::default(),
-            limiter_wait: wait_histogram(),
+            limiter_wait: Family::new_with_constructor(wait_histogram),
             system_retries: Family::default(),
+            cluster_ready: Family::default(),
+            cluster_in_flight: Family::default(),
+            cluster_jobs: Family::default(),
             policy_decisions: Family::default(),
             policy_call: Family::new_with_constructor(plugin_histogram),
         }
@@ -132,10 +163,73 @@ impl Default for KubeMetrics {
 }
 
 impl KubeMetrics {
+    /// The view of cluster `name`: the same families, its `cluster` label; its series start at
+    /// zero.
+    #[must_use]
+    pub fn for_cluster(&self, name: &str) -> Self {
+        let mut view = self.clone();
+        name.clone_into(&mut view.cluster);
+        let mut clusters = self
+            .clusters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !clusters.iter().any(|c| c == name) {
+            clusters.push(name.to_owned());
+        }
+        let labels = view.cluster_labels();
+        drop(view.limiter_wait.get_or_create(&labels));
+        drop(view.cluster_ready.get_or_create(&labels));
+        drop(view.cluster_in_flight.get_or_create(&labels));
+        drop(view.cluster_jobs.get_or_create(&labels));
+        view
+    }
+
+    /// The clusters views were made for (`default` when none was).
+    fn cluster_names(&self) -> Vec<String> {
+        let clusters = self
+            .clusters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if clusters.is_empty() {
+            vec![self.cluster.clone()]
+        } else {
+            clusters.clone()
+        }
+    }
+
+    fn cluster_labels(&self) -> ClusterLabels {
+        ClusterLabels {
+            cluster: self.cluster.clone(),
+        }
+    }
+
+    /// Whether this cluster's API answers (and its watch synced).
+    pub fn set_cluster_ready(&self, ready: bool) {
+        self.cluster_ready
+            .get_or_create(&self.cluster_labels())
+            .set(i64::from(ready));
+    }
+
+    /// A job was placed on this cluster (claimed or adopted): counted, and in flight until
+    /// [`Self::cluster_job_left`].
+    pub fn cluster_job_placed(&self) {
+        let labels = self.cluster_labels();
+        self.cluster_jobs.get_or_create(&labels).inc();
+        self.cluster_in_flight.get_or_create(&labels).inc();
+    }
+
+    /// A job placed on this cluster ended here.
+    pub fn cluster_job_left(&self) {
+        self.cluster_in_flight
+            .get_or_create(&self.cluster_labels())
+            .dec();
+    }
+
     /// A request answered with `code` (`None`: no response).
     pub fn request(&self, verb: &str, resource: &str, code: Option<u16>) {
         self.requests
             .get_or_create(&RequestLabels {
+                cluster: self.cluster.clone(),
                 verb: verb.to_owned(),
                 resource: resource.to_owned(),
                 code: code.map_or_else(|| "error".to_owned(), |c| c.to_string()),
@@ -145,12 +239,19 @@ impl KubeMetrics {
 
     /// The client rate limiter held a request back for `wait` (zero included).
     pub fn limiter_waited(&self, wait: Duration) {
-        self.limiter_wait.observe(wait.as_secs_f64());
+        self.limiter_wait
+            .get_or_create(&self.cluster_labels())
+            .observe(wait.as_secs_f64());
     }
 
     /// An attempt of a job on `tag` ended before user code started and a new one follows.
     pub fn system_retry(&self, tag: &str) {
-        self.system_retries.get_or_create(&TagLabels::of(tag)).inc();
+        self.system_retries
+            .get_or_create(&ClusterTagLabels {
+                cluster: self.cluster.clone(),
+                tag: tag.to_owned(),
+            })
+            .inc();
     }
 
     /// A policy plugin decided (`decision`, see [`PolicyLabels`]) in `took`.
@@ -195,6 +296,21 @@ impl KubeMetrics {
             "system_retries",
             "Attempts that ended before user code started (evicted, preempted, deleted, node lost) and were run again",
             self.system_retries.clone(),
+        );
+        registry.register(
+            "cluster_ready",
+            "1 while the cluster's Kubernetes API answers and its pod watch has synced; jobs not yet created go to the next cluster otherwise",
+            self.cluster_ready.clone(),
+        );
+        registry.register(
+            "cluster_in_flight",
+            "Jobs placed on the cluster and not yet ended there",
+            self.cluster_in_flight.clone(),
+        );
+        registry.register(
+            "cluster_jobs",
+            "Jobs placed on the cluster (claimed or adopted)",
+            self.cluster_jobs.clone(),
         );
     }
 }
@@ -427,7 +543,12 @@ impl Metrics {
             let labels = TagLabels::of(tag);
             drop(f.claimed.get_or_create(&labels));
             drop(f.adoptions.get_or_create(&labels));
-            drop(f.kube.system_retries.get_or_create(&labels));
+            for cluster in f.kube.cluster_names() {
+                drop(f.kube.system_retries.get_or_create(&ClusterTagLabels {
+                    cluster,
+                    tag: tag.clone(),
+                }));
+            }
             for family in [
                 &f.queue_wait,
                 &f.claim_to_created,
@@ -585,8 +706,8 @@ mod tests {
             "flext_jobs_completed_total{tag=\"k8s\",outcome=\"failure\",category=\"oom_killed\"} 1",
             "flext_job_run_seconds_count{tag=\"k8s\"} 1",
             "flext_hand_back_seconds_count{tag=\"k8s\"} 1",
-            "flext_kube_requests_total{verb=\"create\",resource=\"jobs\",code=\"201\"} 1",
-            "flext_kube_requests_total{verb=\"get\",resource=\"pods/log\",code=\"error\"} 1",
+            "flext_kube_requests_total{cluster=\"default\",verb=\"create\",resource=\"jobs\",code=\"201\"} 1",
+            "flext_kube_requests_total{cluster=\"default\",verb=\"get\",resource=\"pods/log\",code=\"error\"} 1",
             "flext_log_bytes_total 12",
             "flext_log_lines_dropped_total 1",
             "flext_queue_depth{tag=\"k8s\",when=\"due\"} 4",
@@ -616,7 +737,7 @@ mod tests {
             "flext_jobs_completed_total{tag=\"k8s\",outcome=\"failure\",category=\"pod_lost\"} 0",
             "flext_jobs_completed_total{tag=\"k8s\",outcome=\"canceled\",category=\"\"} 0",
             "flext_hand_back_seconds_count{tag=\"k8s\"} 0",
-            "flext_system_retries_total{tag=\"k8s\"} 0",
+            "flext_system_retries_total{cluster=\"default\",tag=\"k8s\"} 0",
             "flext_queue_depth{tag=\"k8s\",when=\"later\"} 0",
         ] {
             assert!(text.contains(line), "no `{line}` in\n{text}");
@@ -634,7 +755,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("flext_system_retries_total{tag=\"k8s\"} 1"),
+            text.contains("flext_system_retries_total{cluster=\"default\",tag=\"k8s\"} 1"),
             "{text}"
         );
     }

@@ -176,14 +176,35 @@ async fn a_scrape_after_a_mix_of_jobs_moved_by_exactly_those_jobs_and_the_page_s
     );
     assert_eq!(delta("flext_hand_back_seconds_count", &tag), 3.0);
     assert_eq!(delta("flext_adoptions_total", &tag), 0.0);
-    assert_eq!(delta("flext_system_retries_total", &tag), 0.0);
+    assert_eq!(
+        delta(
+            "flext_system_retries_total",
+            &[("cluster", "default"), ("tag", "k8s")]
+        ),
+        0.0
+    );
+    // The one cluster: ready, five jobs placed, none left in flight.
+    let cluster = [("cluster", "default")];
+    assert_eq!(after.value("flext_cluster_ready", &cluster), 1.0);
+    assert_eq!(delta("flext_cluster_jobs_total", &cluster), 5.0);
+    assert_eq!(after.value("flext_cluster_in_flight", &cluster), 0.0);
     // Every job's Job was created once, answered 201.
     let created = after.value(
         "flext_kube_requests_total",
-        &[("verb", "create"), ("resource", "jobs"), ("code", "201")],
+        &[
+            ("cluster", "default"),
+            ("verb", "create"),
+            ("resource", "jobs"),
+            ("code", "201"),
+        ],
     ) - before.value(
         "flext_kube_requests_total",
-        &[("verb", "create"), ("resource", "jobs"), ("code", "201")],
+        &[
+            ("cluster", "default"),
+            ("verb", "create"),
+            ("resource", "jobs"),
+            ("code", "201"),
+        ],
     );
     assert_eq!(created, 5.0);
     assert!(
@@ -194,8 +215,8 @@ async fn a_scrape_after_a_mix_of_jobs_moved_by_exactly_those_jobs_and_the_page_s
         "the shared watch is counted"
     );
     assert!(
-        after.value("flext_kube_rate_limiter_wait_seconds_count", &[])
-            > before.value("flext_kube_rate_limiter_wait_seconds_count", &[])
+        after.value("flext_kube_rate_limiter_wait_seconds_count", &cluster)
+            > before.value("flext_kube_rate_limiter_wait_seconds_count", &cluster)
     );
     assert!(after.value("flext_log_bytes_total", &[]) > before.value("flext_log_bytes_total", &[]));
     assert_eq!(delta("flext_log_lines_dropped_total", &[]), 0.0);

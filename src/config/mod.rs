@@ -146,6 +146,7 @@ impl Config {
         s.windmill.validate()?;
         s.worker.validate()?;
         s.logs.validate()?;
+        s.validate_clusters()?;
         s.hints()
             .validate()
             .map_err(|p| Error::invalid(&format!("runtime.config.{}", p.field), p.message))?;

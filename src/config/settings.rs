@@ -16,8 +16,11 @@ use crate::units::{ByteSize, HumanDuration};
 pub struct Settings {
     /// The Windmill side: worker group, tags, finalize tag, timeouts.
     pub windmill: WindmillSettings,
-    /// Which cluster to run jobs in.
+    /// Which cluster to run jobs in (one cluster, named `default`).
     pub cluster: ClusterSettings,
+    /// Several named clusters, in order of preference (instead of `cluster:`; `docs/clusters.md`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<ClusterSettings>,
     /// Default pod resources (a `hints` type: only hints read it).
     pub resources: Resources,
     /// The Job template.
@@ -44,6 +47,101 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The clusters jobs run on, in order of preference: `clusters:`, else the one `cluster:`.
+    #[must_use]
+    pub fn clusters(&self) -> Vec<ClusterSettings> {
+        if self.clusters.is_empty() {
+            vec![self.cluster.clone()]
+        } else {
+            self.clusters.clone()
+        }
+    }
+
+    /// Names unique and well-formed, `cluster:` and `clusters:` not both, every tag of the worker
+    /// served by some cluster and no cluster serving a tag the worker does not claim.
+    pub(super) fn validate_clusters(&self) -> Result<()> {
+        if !self.clusters.is_empty() && self.cluster != ClusterSettings::default() {
+            return Err(Error::invalid(
+                "runtime.config.cluster",
+                "both `cluster:` and `clusters:` are set: move the single cluster into `clusters:` (with a name) and remove `cluster:`",
+            ));
+        }
+        let clusters = self.clusters();
+        let mut names = std::collections::BTreeSet::new();
+        for (i, cluster) in clusters.iter().enumerate() {
+            let at = if self.clusters.is_empty() {
+                "runtime.config.cluster".to_owned()
+            } else {
+                format!("runtime.config.clusters[{i}]")
+            };
+            crate::hints::check_cluster_name(&cluster.name)
+                .map_err(|why| Error::invalid(&format!("{at}.name"), why))?;
+            if !names.insert(cluster.name.as_str()) {
+                return Err(Error::invalid(
+                    &format!("{at}.name"),
+                    format!(
+                        "`{}` names two clusters: give each its own name",
+                        cluster.name
+                    ),
+                ));
+            }
+            if cluster.max_in_flight == Some(0) {
+                return Err(Error::invalid(
+                    &format!("{at}.max_in_flight"),
+                    "must be at least 1 (leave it out for no limit but worker.concurrency)",
+                ));
+            }
+            for tag in &cluster.tags {
+                if !self.windmill.tags.contains(tag) {
+                    return Err(Error::invalid(
+                        &format!("{at}.tags"),
+                        format!(
+                            "`{tag}` is not one of windmill.tags {:?}: this worker never claims its jobs",
+                            self.windmill.tags
+                        ),
+                    ));
+                }
+            }
+        }
+        for tag in &self.windmill.tags {
+            if !clusters.iter().any(|c| c.serves(tag)) {
+                return Err(Error::invalid(
+                    "runtime.config.clusters",
+                    format!(
+                        "no cluster serves tag `{tag}`: add it to a cluster's `tags` (or leave a cluster's `tags` empty to serve every tag)"
+                    ),
+                ));
+            }
+        }
+        for (tag, profile) in &self.profiles {
+            if let Some(name) = &profile.cluster {
+                match clusters.iter().find(|c| c.name == name.value) {
+                    None => {
+                        return Err(Error::invalid(
+                            &format!("runtime.config.profiles.{tag}.cluster"),
+                            format!(
+                                "no cluster is named `{}`; the clusters are {:?}",
+                                name.value,
+                                clusters.iter().map(|c| &c.name).collect::<Vec<_>>()
+                            ),
+                        ));
+                    }
+                    Some(c) if !c.serves(tag) => {
+                        return Err(Error::invalid(
+                            &format!("runtime.config.profiles.{tag}.cluster"),
+                            format!(
+                                "cluster `{}` does not serve tag `{tag}` (its tags: {:?})",
+                                c.name, c.tags
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether this worker's jobs may wait in Kueue `LocalQueues`: a profile names one, or
     /// scripts may (`limits.allowed_local_queues`). Such a worker needs to read Kueue's
     /// Workloads ([`crate::executor::kubernetes::access::KUEUE`]).
@@ -144,25 +242,45 @@ impl WindmillSettings {
     }
 }
 
-/// `cluster:` — the Kubernetes cluster.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `cluster:` (or one entry of `clusters:`) — a Kubernetes cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSettings {
+    /// Its name: in job logs, metrics (`cluster` label), `cluster=` hints and profiles.
+    pub name: String,
     /// Path of a kubeconfig; else `KUBECONFIG`, else in-cluster.
     pub kubeconfig: Option<PathBuf>,
     /// Context in the kubeconfig.
     pub context: Option<String>,
     /// Namespace the Jobs go to.
     pub namespace: String,
+    /// The tags whose jobs it runs; empty (default): every tag of the worker.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Jobs on this cluster at once; absent: up to `worker.concurrency`. A full cluster is
+    /// skipped like an unreachable one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
 }
 
 impl Default for ClusterSettings {
     fn default() -> Self {
         Self {
+            name: "default".into(),
             kubeconfig: None,
             context: None,
             namespace: "flext-runtime".into(),
+            tags: Vec::new(),
+            max_in_flight: None,
         }
+    }
+}
+
+impl ClusterSettings {
+    /// Whether it runs jobs of `tag`.
+    #[must_use]
+    pub fn serves(&self, tag: &str) -> bool {
+        self.tags.is_empty() || self.tags.iter().any(|t| t == tag)
     }
 }
 

@@ -147,6 +147,13 @@ fn check_allowed_names(pod: &PodSettings, limits: &Limits) -> Vec<Rejection> {
             "service accounts",
         ),
         (
+            "cluster",
+            &pod.cluster,
+            limits.allowed_clusters.as_deref(),
+            "limits.allowed_clusters",
+            "clusters",
+        ),
+        (
             "local_queue",
             &pod.local_queue,
             Some(limits.allowed_local_queues.as_slice()),

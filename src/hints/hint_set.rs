@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::names::{
-    check_annotation_value, check_dns_subdomain, check_image, check_label_key, check_label_value,
-    check_local_queue,
+    check_annotation_value, check_cluster_name, check_dns_subdomain, check_image, check_label_key,
+    check_label_value, check_local_queue,
 };
 use super::parse::quote;
 use super::quantity::{Bytes, Millicores};
@@ -66,6 +66,9 @@ pub struct HintSet {
     /// `kueue.x-k8s.io/queue-name` label and is created suspended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_queue: Option<Sourced<String>>,
+    /// The cluster the job runs on, by its name in `clusters:` (`docs/clusters.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Sourced<String>>,
     /// Secrets whose keys become environment variables.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub env_from_secrets: Vec<Sourced<String>>,
@@ -135,6 +138,7 @@ impl HintSet {
             one(self.local_queue.as_ref()),
             check_local_queue,
         )?;
+        each("cluster", one(self.cluster.as_ref()), check_cluster_name)?;
         each(
             "env_from_secrets",
             self.env_from_secrets.iter().map(|s| &s.value),
@@ -216,6 +220,7 @@ impl HintSet {
             ("service_account", &self.service_account),
             ("runtime_class", &self.runtime_class),
             ("local_queue", &self.local_queue),
+            ("cluster", &self.cluster),
         ] {
             if let Some(v) = v {
                 push(key, v.value.clone());

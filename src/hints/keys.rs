@@ -16,6 +16,7 @@ pub(super) const KEYS: &[&str] = &[
     "service_account",
     "runtime_class",
     "local_queue",
+    "cluster",
     "env_from_secret",
     "env_from_configmap",
     "volume",
@@ -55,6 +56,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("queue_name", "local_queue"),
     ("kueue", "local_queue"),
     ("localQueue", "local_queue"),
+    ("clusters", "cluster"),
+    ("context", "cluster"),
     ("timeout_seconds", "timeout"),
 ];
 
@@ -111,6 +114,7 @@ pub(super) fn example(key: &str) -> &'static str {
         "service_account" => "e.g. service_account=etl-reader",
         "runtime_class" => "e.g. runtime_class=gvisor",
         "local_queue" => "e.g. local_queue=team-a (a Kueue LocalQueue in the job namespace)",
+        "cluster" => "e.g. cluster=gpu (a name from the worker's `clusters:`)",
         "env_from_secret" => "e.g. env_from_secret=etl-credentials",
         "env_from_configmap" => "e.g. env_from_configmap=etl-settings",
         "volume" => "e.g. volume=pvc:datasets:/mnt/data:ro",

@@ -73,6 +73,10 @@ pub struct Limits {
     /// `PriorityClass` patterns a script may name; absent: any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_priority_classes: Option<Vec<String>>,
+    /// Cluster names (from `clusters:`) a script may pick with `cluster=`; absent: any cluster
+    /// that serves the job's tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_clusters: Option<Vec<String>>,
     /// `RuntimeClass` patterns a script may name; absent: any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_runtime_classes: Option<Vec<String>>,
@@ -166,7 +170,11 @@ pub(super) fn validate(limits: &Limits) -> Result<(), SettingsProblem> {
             ));
         }
     }
-    let lists: [(&str, Option<&[String]>); 10] = [
+    let lists: [(&str, Option<&[String]>); 11] = [
+        (
+            "limits.allowed_clusters",
+            limits.allowed_clusters.as_deref(),
+        ),
         ("limits.allowed_images", limits.allowed_images.as_deref()),
         (
             "limits.allowed_tolerations",

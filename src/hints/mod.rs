@@ -48,6 +48,7 @@ pub use allow_lists::glob_match;
 pub use error::{HintError, HintErrors};
 pub use hint_set::{HintSet, MAX_RETRIES, Profiles};
 pub use limits::{Limits, OnViolation, PROTECTED_PREFIXES, Rejection};
+pub use names::check_cluster_name;
 pub use parse::{MAX_HINT_LINE_BYTES, MAX_HINTS, MAX_PROBLEMS, comment_marker, parse_annotations};
 pub use pod::{PodSettings, WindmillFields};
 pub use quantity::{Bytes, Millicores, QuantityError};

@@ -31,6 +31,26 @@ pub fn check_local_queue(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A cluster's name in `clusters:`: a DNS label (it becomes a metric label value and appears in
+/// job logs), at most 63 characters.
+pub fn check_cluster_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a cluster name: 1 to 63 lowercase letters, digits and '-', like `gpu` or `eu-west-1`",
+            shorten(name)
+        ))
+    }
+}
+
 /// A DNS subdomain (RFC 1123), the form of most object names: Secrets, ConfigMaps, PVCs,
 /// service accounts, priority classes, runtime classes.
 pub fn check_dns_subdomain(name: &str) -> Result<(), String> {

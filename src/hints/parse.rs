@@ -18,8 +18,8 @@ use std::str::FromStr;
 
 use super::keys::{KEYS, example, suggestion};
 use super::names::{
-    check_annotation_value, check_dns_subdomain, check_image, check_label_key, check_label_value,
-    check_local_queue, shorten,
+    check_annotation_value, check_cluster_name, check_dns_subdomain, check_image, check_label_key,
+    check_label_value, check_local_queue, shorten,
 };
 use super::values::{AffinityPreset, PullPolicy, RequestLimit, positive_quantity};
 use super::{
@@ -369,6 +369,11 @@ impl Reader {
                 let v = checked(line, key, value, check_local_queue)?;
                 self.once(line, key.into())?;
                 self.hints.local_queue = Some(at(line, v));
+            }
+            "cluster" => {
+                let v = checked(line, key, value, check_cluster_name)?;
+                self.once(line, key.into())?;
+                self.hints.cluster = Some(at(line, v));
             }
             "timeout" => {
                 let v: HumanDuration = value.parse().map_err(|e: String| bad(line, key, e))?;

@@ -56,6 +56,9 @@ pub struct PodSettings {
     pub runtime_class: Option<Sourced<String>>,
     /// Kueue `LocalQueue` name: the Job waits there, suspended, until Kueue admits it.
     pub local_queue: Option<Sourced<String>>,
+    /// The cluster named by a profile or a hint; `None`: the first healthy cluster serving the
+    /// job's tag.
+    pub cluster: Option<Sourced<String>>,
     /// Secrets to load as environment (`envFrom`), without repeats.
     pub env_from_secrets: Vec<Sourced<String>>,
     /// ConfigMaps to load as environment (`envFrom`), without repeats.
@@ -113,6 +116,7 @@ impl PodSettings {
             service_account: settings.service_account.map(|name| dflt(name.to_owned())),
             runtime_class: None,
             local_queue: None,
+            cluster: None,
             env_from_secrets: Vec::new(),
             env_from_configmaps: Vec::new(),
             volumes: Vec::new(),
@@ -149,6 +153,7 @@ impl PodSettings {
         );
         optional(&mut self.runtime_class, layer.runtime_class.as_ref(), stamp);
         optional(&mut self.local_queue, layer.local_queue.as_ref(), stamp);
+        optional(&mut self.cluster, layer.cluster.as_ref(), stamp);
         list(&mut self.env_from_secrets, &layer.env_from_secrets, stamp);
         list(
             &mut self.env_from_configmaps,
@@ -229,6 +234,7 @@ impl PodSettings {
             ("service_account", &self.service_account),
             ("runtime_class", &self.runtime_class),
             ("local_queue", &self.local_queue),
+            ("cluster", &self.cluster),
         ] {
             if let Some(v) = v {
                 rows.push((key.into(), v.value.clone(), &v.source));

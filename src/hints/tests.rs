@@ -765,6 +765,7 @@ fn strip(h: &HintSet) -> HintSet {
     h.local_queue = h
         .local_queue
         .map(|v| Sourced::new(v.value, Source::Default));
+    h.cluster = h.cluster.map(|v| Sourced::new(v.value, Source::Default));
     h.timeout = h.timeout.map(|v| Sourced::new(v.value, Source::Default));
     h.retries = h.retries.map(|v| Sourced::new(v.value, Source::Default));
     for v in h
@@ -903,7 +904,8 @@ fn arbitrary_hints() -> impl Strategy<Value = HintSet> {
             priority_class: account.clone().map(d),
             service_account: account.clone().map(d),
             runtime_class: account.clone().map(d),
-            local_queue: account.map(d),
+            local_queue: account.clone().map(d),
+            cluster: account.map(d),
             env_from_secrets: secrets.iter().cloned().map(d).collect(),
             env_from_configmaps: secrets.into_iter().map(d).collect(),
             volumes: volumes

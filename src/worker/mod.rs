@@ -111,6 +111,13 @@ pub struct ClusterStatus {
     pub name: String,
     /// The namespace of the jobs.
     pub namespace: String,
+    /// Whether new jobs can go there (its API answered the last probe).
+    pub ready: bool,
+    /// Why not, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_ready_because: Option<String>,
+    /// Jobs placed there and not yet ended.
+    pub in_flight: usize,
 }
 
 impl WorkerProbe {
@@ -150,10 +157,17 @@ impl WorkerProbe {
             worker: self.name.clone(),
             group: settings.windmill.worker_group.clone(),
             tags: settings.windmill.tags.clone(),
-            clusters: vec![ClusterStatus {
-                name: "default".to_owned(),
-                namespace: settings.cluster.namespace.clone(),
-            }],
+            clusters: settings
+                .clusters()
+                .into_iter()
+                .map(|c| ClusterStatus {
+                    name: c.name,
+                    namespace: c.namespace,
+                    ready: true,
+                    not_ready_because: None,
+                    in_flight: 0,
+                })
+                .collect(),
             concurrency: settings.worker.concurrency,
             jobs_handed_back: self.shared.jobs_executed(),
             running,

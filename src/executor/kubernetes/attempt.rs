@@ -72,13 +72,13 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// The rules of one attempt of `job` under the worker's settings.
+    /// The rules of one attempt of `job` in `namespace` under the worker's settings.
     #[must_use]
-    pub fn of(settings: &Settings, job: &Job, attempt: u32) -> Self {
+    pub fn of(settings: &Settings, namespace: &str, job: &Job, attempt: u32) -> Self {
         Self {
             pending_budget: settings.executor.pending_budget,
             image_pull_grace: settings.executor.image_pull_grace,
-            namespace: settings.cluster.namespace.clone(),
+            namespace: namespace.to_owned(),
             object_name: render::object_name(job, attempt),
             local_queue: None,
             admission_budget: settings.executor.admission_budget,
@@ -339,6 +339,7 @@ impl Inner {
             run.job,
             &Context {
                 settings: &self.config.settings,
+                namespace: &self.cluster.namespace,
                 pod: run.pod,
                 attempt,
                 nonce,
@@ -393,7 +394,7 @@ impl Inner {
         let decoder = trailer::Decoder::new(nonce, settings.executor.max_result_bytes.0);
         let mut follower = LogFollower::new(decoder, run.logs, run.progress);
         follower.skip = skip;
-        let mut rules = Rules::of(settings, run.job, attempt);
+        let mut rules = Rules::of(settings, &self.cluster.namespace, run.job, attempt);
         rules.local_queue.clone_from(&queue);
         let mut machine = Machine::new(rules);
         let object = render::object_name(run.job, attempt);

@@ -14,6 +14,7 @@
 pub mod access;
 mod attempt;
 pub mod classify;
+pub mod clusters;
 mod counted;
 mod follow;
 pub mod kueue;
@@ -33,9 +34,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
+pub use self::clusters::KubernetesExecutor;
+
 use self::attempt::{Attempt, Run};
 use self::watch::PodWatch;
-use crate::config::Config;
+use crate::config::{ClusterSettings, Config};
 use crate::domain::{Completion, FailureCategory, Job, JobFailure, JobId, Progress};
 use crate::hints::{self, PodSettings, WindmillFields};
 use crate::logs::LogSink;
@@ -65,16 +68,21 @@ pub enum Error {
     /// A policy plugin cannot be used.
     #[error(transparent)]
     Plugin(#[from] crate::plugins::LoadError),
+    /// Some of several clusters cannot be used: each cluster's state.
+    #[error("{}", clusters::report(.0))]
+    Clusters(Vec<(String, Option<Error>)>),
 }
 
-/// Runs jobs as Kubernetes Jobs.
+/// Runs jobs as Kubernetes Jobs on one cluster.
 #[derive(Clone)]
-pub struct KubernetesExecutor {
+pub struct ClusterExecutor {
     inner: Arc<Inner>,
 }
 
 struct Inner {
     config: Arc<Config>,
+    /// Which cluster, and its namespace.
+    cluster: ClusterSettings,
     client: Client,
     pods: Api<Pod>,
     jobs: Api<KubeJob>,
@@ -90,23 +98,25 @@ struct Inner {
     _stop: tokio_util::sync::DropGuard,
 }
 
-impl std::fmt::Debug for KubernetesExecutor {
+impl std::fmt::Debug for ClusterExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubernetesExecutor")
-            .field("namespace", &self.inner.config.settings.cluster.namespace)
+        f.debug_struct("ClusterExecutor")
+            .field("cluster", &self.inner.cluster.name)
+            .field("namespace", &self.inner.cluster.namespace)
             .finish()
     }
 }
 
-impl KubernetesExecutor {
-    /// Builds a client from the config, checks the namespace, and starts the shared pod watch.
-    pub async fn connect(config: Arc<Config>) -> Result<Self, Error> {
-        // The plugins first: a worker whose policy cannot run must not take jobs.
-        let metrics = KubeMetrics::default();
-        let plugins =
-            crate::plugins::Plugins::load(&config.settings.plugins, &config.settings.limits)?
-                .map(|plugins| plugins.counting(metrics.clone()));
-        let cluster = &config.settings.cluster;
+impl ClusterExecutor {
+    /// Builds a client for `cluster`, checks its namespace and permissions, and starts its
+    /// shared pod watch. `metrics` is this cluster's view; `plugins` are shared by all clusters.
+    pub async fn connect(
+        config: Arc<Config>,
+        cluster: ClusterSettings,
+        metrics: KubeMetrics,
+        plugins: Option<crate::plugins::Plugins>,
+    ) -> Result<Self, Error> {
+        let cluster = &cluster;
         let kube_config = if let Some(path) = &cluster.kubeconfig {
             let path = expand_home(path);
             let kubeconfig = Kubeconfig::read_from(&path)
@@ -172,6 +182,7 @@ impl KubernetesExecutor {
             _ => None,
         };
         let inner = Inner {
+            cluster: cluster.clone(),
             kueue: kueue::AdmissionWatch::new(client.clone(), &namespace, stop.clone()),
             api,
             jobs: Api::namespaced(client.clone(), &namespace),
@@ -193,8 +204,15 @@ impl KubernetesExecutor {
         Ok(this)
     }
 
-    /// Ready to run jobs: the shared watch has synced and the API server answers (within 2 s).
+    /// Ready to run jobs: the shared watch has synced and the API server answers (within 2 s);
+    /// recorded in `flext_cluster_ready`.
     pub async fn ready(&self) -> Result<(), String> {
+        let state = self.readiness().await;
+        self.inner.metrics.set_cluster_ready(state.is_ok());
+        state
+    }
+
+    async fn readiness(&self) -> Result<(), String> {
         if !self.inner.watch.is_synced() {
             return Err("the shared pod watch has not synced yet".into());
         }
@@ -228,24 +246,27 @@ impl KubernetesExecutor {
         self.inner.limiter.requests()
     }
 
-    /// The pod settings of a job (hints resolved), or the failure to hand back.
-    pub fn pod_settings(&self, job: &Job) -> Result<PodSettings, JobFailure> {
-        pod_settings(&self.inner.config, job)
+    /// This cluster's settings.
+    #[must_use]
+    pub fn settings(&self) -> &ClusterSettings {
+        &self.inner.cluster
     }
 
-    /// Runs a job to its outcome.
+    /// Whether some attempt of `job` exists here (a worker before us made it).
+    pub(super) async fn has_work(&self, job: &Job) -> bool {
+        self.inner.latest_attempt(job).await.is_some()
+    }
+
+    /// Runs a job, whose pod settings are `pod`, to its outcome.
     pub async fn run(
         &self,
         job: &Job,
+        pod: PodSettings,
         cancel: CancellationToken,
         logs: &LogSink,
         progress: &Progress,
     ) -> Completion {
         let started = Instant::now();
-        let pod = match self.pod_settings(job) {
-            Ok(pod) => pod,
-            Err(failure) => return Completion::failed(failure, started.elapsed()),
-        };
         // Windmill's side first: a token for the job's user (WM_TOKEN), and `$var:`/`$res:`
         // args read with it.
         let api = self.inner.api.as_ref();

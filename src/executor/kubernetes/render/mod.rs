@@ -99,8 +99,13 @@ pub fn decide_first_attempt(
     serde_json::Value,
 ) {
     let args = serde_json::Map::new();
+    let namespace = super::clusters::first_choice(settings, &job.tag, pod).map_or_else(
+        |_| settings.clusters()[0].namespace.clone(),
+        |(cluster, _)| cluster.namespace,
+    );
     let cx = Context {
         settings,
+        namespace: &namespace,
         pod,
         attempt: 1,
         nonce: "<nonce>",
@@ -120,6 +125,8 @@ pub fn decide_first_attempt(
 pub struct Context<'a> {
     /// The worker's settings.
     pub settings: &'a Settings,
+    /// The namespace of the cluster the job runs on.
+    pub namespace: &'a str,
     /// The job's pod settings, from the hints.
     pub pod: &'a PodSettings,
     /// Attempt number, from 1.
@@ -168,7 +175,7 @@ pub fn group_selector(settings: &Settings) -> String {
 pub fn render(job: &Job, cx: &Context<'_>) -> Objects {
     let settings = cx.settings;
     let name = object_name(job, cx.attempt);
-    let namespace = settings.cluster.namespace.clone();
+    let namespace = cx.namespace.to_owned();
     let labels = labels(job, cx.attempt, settings);
     let mut annotations = BTreeMap::from([
         ("flext.dev/windmill-tag".to_owned(), job.tag.clone()),
@@ -357,6 +364,7 @@ mod tests {
         let args = job.args_object().unwrap();
         let cx = Context {
             settings: &config.settings,
+            namespace: &config.settings.cluster.namespace,
             pod: &pod,
             attempt,
             nonce,
@@ -387,6 +395,7 @@ mod tests {
         let args = serde_json::Map::new();
         let cx = Context {
             settings: &config.settings,
+            namespace: &config.settings.cluster.namespace,
             pod: &pod,
             attempt: 1,
             nonce: "n",

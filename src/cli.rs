@@ -162,10 +162,26 @@ pub async fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
     let executor = executor_for(&config).await;
     match &executor {
         Ok(Executor::Kubernetes(executor)) => {
+            let mut unreachable = Vec::new();
             for cluster in executor.cluster_states() {
-                println!(
-                    "# cluster `{}`: reachable, namespace `{}` exists, every permission the worker needs is granted",
-                    cluster.name, cluster.namespace
+                match &cluster.not_ready_because {
+                    None => println!(
+                        "# cluster `{}`: reachable, namespace `{}` exists, every permission the worker needs is granted",
+                        cluster.name, cluster.namespace
+                    ),
+                    Some(why) => {
+                        println!(
+                            "# cluster `{}`: NOT reachable: {why}; `run` starts without it and connects it when it answers",
+                            cluster.name
+                        );
+                        unreachable.push(cluster.name);
+                    }
+                }
+            }
+            if !unreachable.is_empty() {
+                anyhow::bail!(
+                    "cluster(s) {} cannot be reached now: check their kubeconfig or context, the network, and their API servers",
+                    unreachable.join(", ")
                 );
             }
         }

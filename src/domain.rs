@@ -465,6 +465,8 @@ pub struct Milestones {
     pub pod_terminated: Option<std::time::Instant>,
     /// The Kubernetes Job's name (of the current attempt).
     pub object: Option<String>,
+    /// The cluster it runs on, when the worker has several.
+    pub cluster: Option<String>,
     /// What the job is doing now, in a few words (`pending: waiting for capacity`, `running`).
     pub phase: String,
 }
@@ -514,6 +516,11 @@ impl Progress {
             m.job_created.get_or_insert_with(std::time::Instant::now);
         }
         m.object = Some(object.to_owned());
+    }
+
+    /// The job was placed on cluster `name` (a worker with several clusters).
+    pub fn record_cluster(&self, name: &str) {
+        self.lock().cluster = Some(name.to_owned());
     }
 
     /// User code started (the first time counts).

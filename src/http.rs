@@ -256,7 +256,14 @@ pub fn render_page(status: &Status) -> String {
                 ws = escape(&job.workspace),
                 path = escape(job.path.as_deref().unwrap_or("(preview)")),
                 tag = escape(&job.tag),
-                object = escape(job.kubernetes_job.as_deref().unwrap_or("not yet created")),
+                object = match &job.cluster {
+                    Some(cluster) => format!(
+                        "{}</code> on <code class=\"cluster\">{}",
+                        escape(job.kubernetes_job.as_deref().unwrap_or("not yet created")),
+                        escape(cluster)
+                    ),
+                    None => escape(job.kubernetes_job.as_deref().unwrap_or("not yet created")),
+                },
                 phase = escape(&job.phase),
                 age = human(job.for_seconds),
             );
@@ -340,6 +347,7 @@ mod tests {
                     path: Some("u/alice/<script>".into()),
                     tag: "k8s".into(),
                     kubernetes_job: None,
+                    cluster: None,
                     phase: "pending: waiting for capacity".into(),
                     for_seconds: 75.0,
                 }],

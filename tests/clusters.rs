@@ -47,17 +47,6 @@ fn second_bed() -> PathBuf {
     dir
 }
 
-async fn client_of(kubeconfig: &Path) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    Client::try_from(config).unwrap()
-}
-
 async fn namespace_on(client: &Client) -> String {
     let name = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let ns: Namespace =
@@ -164,7 +153,7 @@ async fn jobs_go_where_their_tag_and_hints_say_fail_over_while_a_cluster_is_down
     let one_kubeconfig = std::env::var("KUBECONFIG").unwrap();
     let two_kubeconfig = two_dir.join("kubeconfig");
     let one_client = common::bed::client().await;
-    let two_client = client_of(&two_kubeconfig).await;
+    let two_client = common::bed::client_from(&two_kubeconfig).await;
     let one_ns = namespace_on(&one_client).await;
     let two_ns = namespace_on(&two_client).await;
     let db = TestDb::new().await;
@@ -294,6 +283,22 @@ async fn jobs_go_where_their_tag_and_hints_say_fail_over_while_a_cluster_is_down
     worker.wait().await;
     drop(executor);
     let (worker, _executor) = start(&db, config()).await;
+    eventually("the status to show each job's cluster", LIMIT, || async {
+        let running = worker.probe().status().running;
+        let cluster_of = |id| {
+            running
+                .iter()
+                .find(|r| r.id == id)
+                .and_then(|r| r.cluster.clone())
+        };
+        let seen = (cluster_of(on_one), cluster_of(on_two));
+        if seen == (Some("one".to_owned()), Some("two".to_owned())) {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
     let log = succeeded_once(&db, on_one).await;
     assert!(
         log.contains("following the job's work on cluster `one`"),
@@ -306,6 +311,51 @@ async fn jobs_go_where_their_tag_and_hints_say_fail_over_while_a_cluster_is_down
         "{log}"
     );
     assert!(!log.contains("running the script again"), "{log}");
+
+    // A worker starting while `two` is down starts on `one` alone and connects `two` when it
+    // answers: a restart does not wait for every cluster.
+    worker.shutdown().await;
+    second_bed_ctl(&two_dir, "stop-apiserver");
+    let restart = StartOnDrop(&two_dir);
+    let (worker, executor) = start(&db, config()).await;
+    let two = || {
+        executor
+            .cluster_states()
+            .into_iter()
+            .find(|c| c.name == "two")
+            .unwrap()
+    };
+    let state = two();
+    assert!(!state.ready, "{state:?}");
+    assert!(
+        state
+            .not_ready_because
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("not connected yet: cannot reach the Kubernetes API"),
+        "{state:?}"
+    );
+    let early = WindmillJob::preview(&ticking("", 1)).push(&db).await;
+    let log = succeeded_once(&db, early).await;
+    assert!(
+        log.contains("running on cluster `one` (1 skipped: cluster `two`: not connected yet"),
+        "{log}"
+    );
+    let later = WindmillJob::preview(&ticking("", 1))
+        .tag("k8s-gpu")
+        .push(&db)
+        .await;
+    eventually("the k8s-gpu job to wait for `two`", LIMIT, || async {
+        logs(&db, later)
+            .await
+            .contains("waiting for a cluster")
+            .then_some(())
+    })
+    .await;
+    drop(restart);
+    let log = succeeded_once(&db, later).await;
+    assert!(log.contains("running on cluster `two`"), "{log}");
+    assert!(two().ready);
 
     worker.shutdown().await;
     stock_stop.cancel();

@@ -244,3 +244,37 @@ fn every_bad_hint_is_reported_at_once_each_on_its_own_line() {
         assert!(line.contains(expected), "{expected}: {stderr}");
     }
 }
+
+/// With several clusters `hints` says where the script would run and what comes next; a hint
+/// naming a cluster that does not serve the tag is refused with the cluster's tags.
+#[test]
+fn with_several_clusters_hints_show_where_the_job_runs_and_why() {
+    let dir = Scratch::new();
+    let config = dir.file(
+        "config.yaml",
+        b"runtime:\n  type: kubernetes\n  config:\n    windmill: {tags: [k8s, k8s-gpu]}\n    clusters:\n      - {name: general, tags: [k8s]}\n      - {name: gpu}\n    limits: {allowed_clusters: [general, gpu]}\n",
+    );
+    let plain = dir.file("plain.py", b"def main():\n    return 1\n");
+    let out = hints(&config, &plain, &["--tag", "k8s"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("# runs on cluster `general` (the first ready cluster serving tag `k8s`, in config order (general, gpu)); if it is not ready or full: gpu"),
+        "{stdout}"
+    );
+    let pinned = dir.file(
+        "pinned.py",
+        b"# k8s: cluster=general\ndef main():\n    return 1\n",
+    );
+    let out = hints(&config, &pinned, &["--tag", "k8s-gpu"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("ClusterDoesNotServeTag"), "{stderr}");
+    assert!(stderr.contains("its tags: k8s"), "{stderr}");
+    let out = hints(&config, &pinned, &["--tag", "k8s"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("# runs on cluster `general` (cluster=general (annotation, line 1))"),
+        "{stdout}"
+    );
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::bed::{LIMIT, bed_settings, client};
+use common::bed::{LIMIT, bed_settings, client, client_from};
 use common::stock::StockWorker;
 use common::tools::text;
 use common::{TestDb, WindmillJob, eventually, handed_back};
@@ -116,17 +116,6 @@ async fn service_account_kubeconfig(client: &Client, namespace: &str, dir: &Path
     let path = dir.join("kubeconfig");
     std::fs::write(&path, serde_yaml_ng::to_string(&kubeconfig).unwrap()).unwrap();
     path
-}
-
-async fn client_from(kubeconfig: &Path) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    Client::try_from(config).unwrap()
 }
 
 /// The worker's config for `namespace` on the bed, in a file.

@@ -149,7 +149,7 @@ impl Executor {
     pub async fn running_jobs(&self) -> Result<Vec<crate::domain::JobId>, String> {
         match self {
             Self::InProcess(_) => Ok(Vec::new()),
-            Self::Kubernetes(e) => e.running_jobs().await.map_err(|e| e.to_string()),
+            Self::Kubernetes(e) => e.running_jobs().await,
         }
     }
 

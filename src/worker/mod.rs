@@ -77,6 +77,9 @@ pub struct RunningStatus {
     pub tag: String,
     /// The current attempt's Kubernetes Job, once it exists.
     pub kubernetes_job: Option<String>,
+    /// The cluster it runs on, when the worker has several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// Where it is (`pending: waiting for capacity`, `running`, ...).
     pub phase: String,
     /// Seconds since this worker took it.
@@ -143,6 +146,7 @@ impl WorkerProbe {
                     path: job.path.clone(),
                     tag: job.tag.clone(),
                     kubernetes_job: milestones.object,
+                    cluster: milestones.cluster,
                     phase: if milestones.phase.is_empty() {
                         "claimed".to_owned()
                     } else {

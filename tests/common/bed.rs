@@ -72,6 +72,20 @@ pub async fn client() -> Client {
     client
 }
 
+/// A client from a kubeconfig file (another identity on the bed, or a second bed): callers make
+/// sure the file is a bed's.
+#[allow(dead_code)] // not every test binary uses it
+pub async fn client_from(kubeconfig: &Path) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    Client::try_from(config).unwrap()
+}
+
 /// Settings every test worker gets, as `FLEXT__` overrides.
 pub fn bed_settings(namespace: &str) -> Vec<(String, String)> {
     [

@@ -137,7 +137,9 @@ impl Placement {
 
 /// One cluster and its state.
 struct Member {
-    executor: ClusterExecutor,
+    settings: ClusterSettings,
+    /// Set once the cluster was reached (at start, or later by its probe).
+    executor: std::sync::OnceLock<ClusterExecutor>,
     /// `None` while ready; else why not, from the last probe.
     down: Mutex<Option<String>>,
     in_flight: AtomicUsize,
@@ -146,7 +148,11 @@ struct Member {
 
 impl Member {
     fn settings(&self) -> &ClusterSettings {
-        self.executor.settings()
+        &self.settings
+    }
+
+    fn connected(&self) -> Option<&ClusterExecutor> {
+        self.executor.get()
     }
 
     fn name(&self) -> &str {
@@ -163,6 +169,7 @@ impl Member {
         if down.is_some() {
             return down;
         }
+        self.connected()?;
         let max = self.settings().max_in_flight?;
         (self.in_flight.load(Ordering::SeqCst) >= max)
             .then(|| format!("{max} jobs in flight (its max_in_flight)"))
@@ -171,6 +178,8 @@ impl Member {
 
 struct Router {
     config: Arc<Config>,
+    /// The policy plugins, for a cluster connected later.
+    plugins: Option<crate::plugins::Plugins>,
     members: Vec<Member>,
     metrics: KubeMetrics,
     /// The cluster of each job placed and not yet finished.
@@ -198,6 +207,38 @@ impl std::fmt::Debug for KubernetesExecutor {
     }
 }
 
+impl Router {
+    /// Tries to connect a cluster that was unreachable: `None` once connected, else why not.
+    async fn connect_later(&self, member: &Member) -> Option<String> {
+        match ClusterExecutor::connect(
+            self.config.clone(),
+            member.settings.clone(),
+            member.metrics.clone(),
+            self.plugins.clone(),
+        )
+        .await
+        {
+            Ok(executor) => {
+                let _ = member.executor.set(executor);
+                tracing::info!(cluster = member.name(), "cluster connected");
+                None
+            }
+            Err(error) => Some(format!("not connected yet: {}", chain(&error))),
+        }
+    }
+}
+
+/// An error with its causes, on one line.
+fn chain(error: &Error) -> String {
+    let mut line = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let _ = write!(line, ": {cause}");
+        source = cause.source();
+    }
+    line
+}
+
 /// Each cluster's state at connect, one line each: `ok` or its error.
 pub(super) fn report(states: &[(String, Option<Error>)]) -> String {
     let failed = states.iter().filter(|(_, e)| e.is_some()).count();
@@ -211,13 +252,7 @@ pub(super) fn report(states: &[(String, Option<Error>)]) -> String {
                 );
             }
             Some(error) => {
-                let mut line = error.to_string();
-                let mut source = std::error::Error::source(error);
-                while let Some(cause) = source {
-                    let _ = write!(line, ": {cause}");
-                    source = cause.source();
-                }
-                let _ = write!(text, "\n  cluster `{name}`: {line}");
+                let _ = write!(text, "\n  cluster `{name}`: {}", chain(error));
             }
         }
     }
@@ -247,22 +282,37 @@ impl KubernetesExecutor {
         let mut members = Vec::new();
         let mut states = Vec::new();
         for (cluster, result) in clusters.iter().zip(results) {
+            let metrics = metrics.for_cluster(&cluster.name);
+            let member = Member {
+                settings: cluster.clone(),
+                executor: std::sync::OnceLock::new(),
+                down: Mutex::new(None),
+                in_flight: AtomicUsize::new(0),
+                metrics,
+            };
             match result {
                 Ok(executor) => {
+                    member.metrics.set_cluster_ready(true);
+                    let _ = member.executor.set(executor);
                     states.push((cluster.name.clone(), None));
-                    let metrics = metrics.for_cluster(&cluster.name);
-                    metrics.set_cluster_ready(true);
-                    members.push(Member {
-                        executor,
-                        down: Mutex::new(None),
-                        in_flight: AtomicUsize::new(0),
-                        metrics,
-                    });
                 }
-                Err(error) => states.push((cluster.name.clone(), Some(error))),
+                Err(error) => {
+                    member.metrics.set_cluster_ready(false);
+                    *member.down() = Some(format!("not connected yet: {}", chain(&error)));
+                    states.push((cluster.name.clone(), Some(error)));
+                }
             }
+            members.push(member);
         }
-        if states.iter().any(|(_, e)| e.is_some()) {
+        // A cluster that cannot be reached now is connected later by its probe, so a restart does
+        // not wait for it; one that answers but cannot be used (no namespace, permissions,
+        // config) is a mistake to fix, and so is having no cluster at all.
+        let fatal = states.iter().any(|(_, e)| {
+            e.as_ref()
+                .is_some_and(|e| !matches!(e, Error::Unreachable(_)))
+        });
+        let none = states.iter().all(|(_, e)| e.is_some());
+        if fatal || none {
             // One cluster: its own error, as before there were several.
             if states.len() == 1
                 && let Some((_, Some(error))) = states.pop()
@@ -271,10 +321,16 @@ impl KubernetesExecutor {
             }
             return Err(Error::Clusters(states));
         }
+        for (name, error) in &states {
+            if let Some(error) = error {
+                tracing::warn!(cluster = %name, error = %chain(error), "cluster unreachable at start: jobs go to the others until its probe connects it");
+            }
+        }
         let stop = CancellationToken::new();
         let this = Self {
             inner: Arc::new(Router {
                 config,
+                plugins,
                 members,
                 metrics,
                 placed: Mutex::default(),
@@ -298,7 +354,10 @@ impl KubernetesExecutor {
                         return;
                     };
                     let member = &router.members[index];
-                    let state = member.executor.ready().await.err();
+                    let state = match member.connected() {
+                        Some(executor) => executor.ready().await.err(),
+                        None => router.connect_later(member).await,
+                    };
                     let changed = state != *member.down();
                     if changed {
                         if let Some(why) = &state {
@@ -322,6 +381,7 @@ impl KubernetesExecutor {
         }
     }
 
+    /// Where a job's clusters stand, for tests and the status page.
     fn member(&self, name: &str) -> Option<usize> {
         self.inner.members.iter().position(|m| m.name() == name)
     }
@@ -329,7 +389,13 @@ impl KubernetesExecutor {
     /// Ready when some cluster is: each cluster's state otherwise.
     pub async fn ready(&self) -> Result<(), String> {
         let members = &self.inner.members;
-        let states = futures::future::join_all(members.iter().map(|m| m.executor.ready())).await;
+        let states = futures::future::join_all(members.iter().map(|m| async {
+            match m.connected() {
+                Some(executor) => executor.ready().await,
+                None => Err(m.down().clone().unwrap_or_default()),
+            }
+        }))
+        .await;
         if states.iter().any(Result::is_ok) {
             return Ok(());
         }
@@ -363,12 +429,6 @@ impl KubernetesExecutor {
             .collect()
     }
 
-    /// The first cluster's client, for tests and tools.
-    #[must_use]
-    pub fn client(&self) -> &kube::Client {
-        self.inner.members[0].executor.client()
-    }
-
     /// The executor's metrics (API requests, rate-limiter waits, system retries, clusters).
     #[must_use]
     pub fn metrics(&self) -> KubeMetrics {
@@ -381,7 +441,8 @@ impl KubernetesExecutor {
         self.inner
             .members
             .iter()
-            .map(|m| m.executor.api_requests())
+            .filter_map(Member::connected)
+            .map(ClusterExecutor::api_requests)
             .sum()
     }
 
@@ -411,6 +472,10 @@ impl KubernetesExecutor {
             return Completion::canceled(started.elapsed());
         };
         let member = &self.inner.members[index];
+        let Some(executor) = member.connected() else {
+            // `choose` returns connected clusters only.
+            return Completion::canceled(started.elapsed());
+        };
         self.inner
             .placed
             .lock()
@@ -418,7 +483,7 @@ impl KubernetesExecutor {
             .insert(job.id, index);
         member.in_flight.fetch_add(1, Ordering::SeqCst);
         member.metrics.cluster_job_placed();
-        let completion = member.executor.run(job, pod, cancel, logs, progress).await;
+        let completion = executor.run(job, pod, cancel, logs, progress).await;
         member.in_flight.fetch_sub(1, Ordering::SeqCst);
         member.metrics.cluster_job_left();
         completion
@@ -439,13 +504,19 @@ impl KubernetesExecutor {
             return Some(0);
         }
         // A worker before us created work somewhere: it stays there.
-        let found =
-            futures::future::join_all(members.iter().map(|m| m.executor.has_work(job))).await;
+        let found = futures::future::join_all(members.iter().map(|m| async {
+            match m.connected() {
+                Some(executor) => executor.has_work(job).await,
+                None => false,
+            }
+        }))
+        .await;
         if let Some(index) = found.iter().position(|has| *has) {
             logs.note(&format!(
                 "following the job's work on cluster `{}`, where an earlier worker created it",
                 members[index].name()
             ));
+            progress.record_cluster(members[index].name());
             return Some(index);
         }
         let mut noted_wait = false;
@@ -463,6 +534,7 @@ impl KubernetesExecutor {
                             format!("{} skipped: {}", skipped.len(), skipped.join("; "))
                         };
                         logs.note(&format!("running on cluster `{name}` ({why})"));
+                        progress.record_cluster(name);
                         return Some(index);
                     }
                     Some(why) => skipped.push(format!("cluster `{name}`: {why}")),
@@ -493,19 +565,36 @@ impl KubernetesExecutor {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&job.id);
         match index {
-            Some(index) => self.inner.members[index].executor.finished(job).await,
+            Some(index) => {
+                if let Some(executor) = self.inner.members[index].connected() {
+                    executor.finished(job).await;
+                }
+            }
             None => self.delete_all(job.id).await,
         }
     }
 
-    /// The Windmill jobs whose Kubernetes Jobs exist in this worker group, on every cluster.
-    pub async fn running_jobs(&self) -> Result<Vec<JobId>, kube::Error> {
-        let lists =
-            futures::future::join_all(self.inner.members.iter().map(|m| m.executor.running_jobs()))
-                .await;
+    /// The Windmill jobs whose Kubernetes Jobs exist in this worker group, on every cluster; an
+    /// error while some cluster is not connected (what runs there is unknown: adoption must not
+    /// start anything it might run twice).
+    pub async fn running_jobs(&self) -> Result<Vec<JobId>, String> {
+        let members = &self.inner.members;
+        if let Some(member) = members.iter().find(|m| m.connected().is_none()) {
+            return Err(format!(
+                "cluster `{}` is not connected yet, so its jobs cannot be listed",
+                member.name()
+            ));
+        }
+        let lists = futures::future::join_all(
+            members
+                .iter()
+                .filter_map(Member::connected)
+                .map(ClusterExecutor::running_jobs),
+        )
+        .await;
         let mut ids = Vec::new();
         for list in lists {
-            ids.extend(list?);
+            ids.extend(list.map_err(|e| e.to_string())?);
         }
         ids.sort();
         ids.dedup();
@@ -514,8 +603,14 @@ impl KubernetesExecutor {
 
     /// Deletes every Kubernetes object of a job, on every cluster.
     pub async fn delete_all(&self, id: JobId) {
-        futures::future::join_all(self.inner.members.iter().map(|m| m.executor.delete_all(id)))
-            .await;
+        futures::future::join_all(
+            self.inner
+                .members
+                .iter()
+                .filter_map(Member::connected)
+                .map(|executor| executor.delete_all(id)),
+        )
+        .await;
     }
 }
 

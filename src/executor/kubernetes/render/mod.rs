@@ -353,6 +353,18 @@ mod tests {
         base_url: Option<&str>,
     ) -> Objects {
         let config = Config::from_yaml("", &std::collections::BTreeMap::new()).unwrap();
+        render_in(&config, job, attempt, nonce, token, base_url)
+    }
+
+    /// A Python job's objects with `config`.
+    fn render_in(
+        config: &Config,
+        job: &Job,
+        attempt: u32,
+        nonce: &str,
+        token: Option<&str>,
+        base_url: Option<&str>,
+    ) -> Objects {
         let pod = hints::resolve(
             &config.settings.hints(),
             &job.tag,
@@ -384,26 +396,7 @@ mod tests {
             &std::collections::BTreeMap::new(),
         )
         .unwrap();
-        let pod = hints::resolve(
-            &config.settings.hints(),
-            &job.tag,
-            "python3",
-            job.code.as_deref().unwrap_or_default(),
-            hints::WindmillFields::default(),
-        )
-        .unwrap();
-        let args = serde_json::Map::new();
-        let cx = Context {
-            settings: &config.settings,
-            namespace: &config.settings.cluster.namespace,
-            pod: &pod,
-            attempt: 1,
-            nonce: "n",
-            args: &args,
-            token: None,
-            base_url: None,
-        };
-        let objects = render(&job, &cx);
+        let objects = render_in(&config, &job, 1, "n", None, None);
         assert_eq!(kueue_queue(&objects.job), Some("team-a"));
         assert_eq!(objects.job.spec.as_ref().unwrap().suspend, Some(true));
         // Only the Job carries the queue: Kueue reads it there; the pod's labels are ours.

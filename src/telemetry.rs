@@ -39,3 +39,20 @@ pub fn own_rss_bytes() -> Option<i64> {
     let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     pages.checked_mul(4096)
 }
+
+/// An error and its causes, each once.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some causes are already part of their error's message (sqlx's database errors print
+        // the server's message, which is also their source): name each once.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -380,30 +380,13 @@ fn refused(completion: &Completion, error: &crate::queue::Error) -> Completion {
             "the job ended ({}), but Windmill's database refused to record that outcome: {}; \
              a result or error text with a NUL character (\\u0000) is the usual cause: remove it from what the script returns",
             completion.outcome.label(),
-            error_chain(error),
+            crate::telemetry::error_chain(error),
         ),
     );
     Completion {
         memory_peak_kib: completion.memory_peak_kib,
         ..Completion::failed(failure, completion.duration)
     }
-}
-
-/// An error and its causes, each once.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Some causes are already part of their error's message (sqlx's database errors print
-        // the server's message, which is also their source): name each once.
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -27,6 +27,7 @@ use crate::domain::{Completion, FailureCategory, Job, JobFailure, JobId, Progres
 use crate::hints::PodSettings;
 use crate::logs::LogSink;
 use crate::metrics::KubeMetrics;
+use crate::telemetry::error_chain;
 
 /// How often each cluster's API is asked whether it answers (several clusters only).
 const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -163,16 +164,21 @@ impl Member {
         self.down.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Why a new job cannot go here now, if it cannot.
-    fn unavailable(&self) -> Option<String> {
+    /// Its executor, when a new job can go here now; else why not.
+    fn available(&self) -> Result<&ClusterExecutor, String> {
         let down = self.down().clone();
-        if down.is_some() {
-            return down;
+        if let Some(why) = down {
+            return Err(why);
         }
-        self.connected()?;
-        let max = self.settings().max_in_flight?;
-        (self.in_flight.load(Ordering::SeqCst) >= max)
-            .then(|| format!("{max} jobs in flight (its max_in_flight)"))
+        let executor = self
+            .connected()
+            .ok_or_else(|| "not connected yet".to_owned())?;
+        match self.settings().max_in_flight {
+            Some(max) if self.in_flight.load(Ordering::SeqCst) >= max => {
+                Err(format!("{max} jobs in flight (its max_in_flight)"))
+            }
+            _ => Ok(executor),
+        }
     }
 }
 
@@ -223,20 +229,9 @@ impl Router {
                 tracing::info!(cluster = member.name(), "cluster connected");
                 None
             }
-            Err(error) => Some(format!("not connected yet: {}", chain(&error))),
+            Err(error) => Some(format!("not connected yet: {}", error_chain(&error))),
         }
     }
-}
-
-/// An error with its causes, on one line.
-fn chain(error: &Error) -> String {
-    let mut line = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let _ = write!(line, ": {cause}");
-        source = cause.source();
-    }
-    line
 }
 
 /// Each cluster's state at connect, one line each: `ok` or its error.
@@ -252,7 +247,7 @@ pub(super) fn report(states: &[(String, Option<Error>)]) -> String {
                 );
             }
             Some(error) => {
-                let _ = write!(text, "\n  cluster `{name}`: {}", chain(error));
+                let _ = write!(text, "\n  cluster `{name}`: {}", error_chain(error));
             }
         }
     }
@@ -270,19 +265,22 @@ impl KubernetesExecutor {
             crate::plugins::Plugins::load(&config.settings.plugins, &config.settings.limits)?
                 .map(|plugins| plugins.counting(metrics.clone()));
         let clusters = config.settings.clusters();
-        let connects = clusters.iter().map(|cluster| {
+        let views: Vec<KubeMetrics> = clusters
+            .iter()
+            .map(|cluster| metrics.for_cluster(&cluster.name))
+            .collect();
+        let connects = clusters.iter().zip(&views).map(|(cluster, view)| {
             ClusterExecutor::connect(
                 config.clone(),
                 cluster.clone(),
-                metrics.for_cluster(&cluster.name),
+                view.clone(),
                 plugins.clone(),
             )
         });
         let results = futures::future::join_all(connects).await;
         let mut members = Vec::new();
         let mut states = Vec::new();
-        for (cluster, result) in clusters.iter().zip(results) {
-            let metrics = metrics.for_cluster(&cluster.name);
+        for ((cluster, result), metrics) in clusters.iter().zip(results).zip(views) {
             let member = Member {
                 settings: cluster.clone(),
                 executor: std::sync::OnceLock::new(),
@@ -298,7 +296,7 @@ impl KubernetesExecutor {
                 }
                 Err(error) => {
                     member.metrics.set_cluster_ready(false);
-                    *member.down() = Some(format!("not connected yet: {}", chain(&error)));
+                    *member.down() = Some(format!("not connected yet: {}", error_chain(&error)));
                     states.push((cluster.name.clone(), Some(error)));
                 }
             }
@@ -323,7 +321,7 @@ impl KubernetesExecutor {
         }
         for (name, error) in &states {
             if let Some(error) = error {
-                tracing::warn!(cluster = %name, error = %chain(error), "cluster unreachable at start: jobs go to the others until its probe connects it");
+                tracing::warn!(cluster = %name, error = %error_chain(error), "cluster unreachable at start: jobs go to the others until its probe connects it");
             }
         }
         let stop = CancellationToken::new();
@@ -381,21 +379,24 @@ impl KubernetesExecutor {
         }
     }
 
-    /// Where a job's clusters stand, for tests and the status page.
+    /// The index of the cluster named `name`.
     fn member(&self, name: &str) -> Option<usize> {
         self.inner.members.iter().position(|m| m.name() == name)
     }
 
-    /// Ready when some cluster is: each cluster's state otherwise.
+    /// Ready when some cluster is: each cluster's state otherwise. One cluster is asked now;
+    /// several are probed every [`PROBE_EVERY`] already, and their last answers are used.
     pub async fn ready(&self) -> Result<(), String> {
         let members = &self.inner.members;
-        let states = futures::future::join_all(members.iter().map(|m| async {
-            match m.connected() {
-                Some(executor) => executor.ready().await,
-                None => Err(m.down().clone().unwrap_or_default()),
-            }
-        }))
-        .await;
+        if let [member] = members.as_slice()
+            && let Some(executor) = member.connected()
+        {
+            return executor.ready().await;
+        }
+        let states: Vec<Result<(), String>> = members
+            .iter()
+            .map(|m| m.down().clone().map_or(Ok(()), Err))
+            .collect();
         if states.iter().any(Result::is_ok) {
             return Ok(());
         }
@@ -468,14 +469,11 @@ impl KubernetesExecutor {
             Ok(placement) => placement,
             Err(failure) => return Completion::failed(failure, started.elapsed()),
         };
-        let Some(index) = self.choose(job, &placement, &cancel, logs, progress).await else {
+        let Some((index, executor)) = self.choose(job, &placement, &cancel, logs, progress).await
+        else {
             return Completion::canceled(started.elapsed());
         };
         let member = &self.inner.members[index];
-        let Some(executor) = member.connected() else {
-            // `choose` returns connected clusters only.
-            return Completion::canceled(started.elapsed());
-        };
         self.inner
             .placed
             .lock()
@@ -489,8 +487,8 @@ impl KubernetesExecutor {
         completion
     }
 
-    /// The cluster a job runs on: where its work already is, else the first available
-    /// candidate (waiting for one); `None` when canceled while waiting.
+    /// The cluster a job runs on, by index, and its executor: where its work already is, else
+    /// the first available candidate (waiting for one); `None` when canceled while waiting.
     async fn choose(
         &self,
         job: &Job,
@@ -498,10 +496,11 @@ impl KubernetesExecutor {
         cancel: &CancellationToken,
         logs: &LogSink,
         progress: &Progress,
-    ) -> Option<usize> {
+    ) -> Option<(usize, &ClusterExecutor)> {
         let members = &self.inner.members;
-        if members.len() == 1 {
-            return Some(0);
+        if let [member] = members.as_slice() {
+            // One cluster: connected at start, or the worker would not have started.
+            return member.connected().map(|executor| (0, executor));
         }
         // A worker before us created work somewhere: it stays there.
         let found = futures::future::join_all(members.iter().map(|m| async {
@@ -511,13 +510,15 @@ impl KubernetesExecutor {
             }
         }))
         .await;
-        if let Some(index) = found.iter().position(|has| *has) {
+        if let Some(index) = found.iter().position(|has| *has)
+            && let Some(executor) = members[index].connected()
+        {
             logs.note(&format!(
                 "following the job's work on cluster `{}`, where an earlier worker created it",
                 members[index].name()
             ));
             progress.record_cluster(members[index].name());
-            return Some(index);
+            return Some((index, executor));
         }
         let mut noted_wait = false;
         loop {
@@ -526,8 +527,8 @@ impl KubernetesExecutor {
                 let Some(index) = self.member(name) else {
                     continue;
                 };
-                match members[index].unavailable() {
-                    None => {
+                match members[index].available() {
+                    Ok(executor) => {
                         let why = if skipped.is_empty() {
                             placement.why.clone()
                         } else {
@@ -535,9 +536,9 @@ impl KubernetesExecutor {
                         };
                         logs.note(&format!("running on cluster `{name}` ({why})"));
                         progress.record_cluster(name);
-                        return Some(index);
+                        return Some((index, executor));
                     }
-                    Some(why) => skipped.push(format!("cluster `{name}`: {why}")),
+                    Err(why) => skipped.push(format!("cluster `{name}`: {why}")),
                 }
             }
             if !noted_wait {

@@ -11,10 +11,16 @@
 //!   hand-back transaction commits. Watch events arrive a little after the fact, so
 //!   "enqueue → Job created" is over-stated and "terminated → hand-back" under-stated by the
 //!   watch delay (the worker reacts to the same kind of watch event).
+//! - **The limit.** The same pods as bare `batch/v1` Jobs: our rendered Secret and Job for N
+//!   jobs, created by a minimal client as fast as the bed accepts them (64 requests in flight),
+//!   each Job deleted (cascading) as soon as the watch sees its main container terminated — the
+//!   event our worker hands back on. No Windmill, no log read. Its jobs/s is the bed's ceiling for
+//!   this work; ours is printed as a ratio of it. Paced at 10/s, the same client gives the bed's
+//!   own Job-creation latency (POST round trip, and POST → seen by the watch).
 //! - **Throughput.** N small Bash jobs are queued up front, then one worker with
 //!   `worker.concurrency` = c starts; the figure is N over the time until the last hand-back
 //!   committed. API requests per job are the executor's rate-limiter count (every request but the
-//!   one shared pod watch) over N.
+//!   shared pod and Job watches) over N.
 //! - **Memory.** The real binary (`flext-kubernetes run`) with 100 jobs whose pods run (`sleep`)
 //!   and with 1000 jobs whose pods stay Pending (they ask for more memory than any node has): its
 //!   `VmRSS` (highest sample over a few seconds once all are in flight) and `VmHWM`.
@@ -38,13 +44,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::WindmillJob;
 use flext_kubernetes::config::Config;
+use flext_kubernetes::domain::Job;
+use flext_kubernetes::executor::kubernetes::pod_settings;
 use flext_kubernetes::executor::kubernetes::render::{
-    LABEL_JOB_ID, LABEL_MANAGED_BY, MAIN_CONTAINER, MANAGER,
+    self, LABEL_JOB_ID, LABEL_MANAGED_BY, MAIN_CONTAINER, MANAGER,
 };
 use flext_kubernetes::executor::{Executor, KubernetesExecutor};
 use futures::StreamExt as _;
 use k8s_openapi::api::batch::v1::Job as KubeJob;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
@@ -64,17 +73,21 @@ const POD_MEMORY: &str = "64Mi";
 const ECHO: &str = "echo \"hello $1\"\necho '{\"ok\": true}'\n";
 
 const LATENCY_JOBS: usize = 100;
-const LATENCY_RATE_PER_S: u64 = 4;
-const LATENCY_CONCURRENCY: usize = 20;
+const LATENCY_RATE_PER_S: u64 = 10;
+const LATENCY_CONCURRENCY: usize = 50;
 
-/// (concurrency, jobs, `api_qps`): the first three at a budget that does not bind, the last at the
+/// (concurrency, jobs, `api_qps`): the scale shape at a budget that does not bind, then the
 /// default budget.
-const THROUGHPUT: [(usize, usize, u32); 4] = [
+const THROUGHPUT: [(usize, usize, u32); 5] = [
     (1, 12, 1000),
     (10, 60, 1000),
     (100, 300, 1000),
+    (500, 500, 1000),
     (100, 200, 50),
 ];
+/// Bare Jobs for the ceiling (as many as the c=100 row), and paced ones for the creation latency.
+const BARE_JOBS: usize = 300;
+const BARE_PACED_JOBS: usize = 50;
 
 /// Bound on any one wait; the whole run stays well below 10 minutes when the bed keeps up.
 const PHASE_LIMIT: Duration = Duration::from_secs(150);
@@ -115,7 +128,15 @@ async fn run() {
 
     let (table, (quiet_p50, quiet_p99)) =
         latency(&db, &client, &namespace, &seen, false, None).await;
-    println!("{table}");
+    let paced = bare_jobs(
+        &client,
+        &namespace,
+        &seen,
+        BARE_PACED_JOBS,
+        Some(Duration::from_micros(1_000_000 / LATENCY_RATE_PER_S)),
+    )
+    .await;
+    println!("{table}\n{}", paced.creation_latency());
     // Then, adjacent runs compared (later runs on the same bed drift slower, so each comparison
     // is with its neighbour and the drift is shown): with the three example policy plugins on
     // every job; with the worker's endpoint scraped as hard as no Prometheus does; plain again.
@@ -139,11 +160,13 @@ async fn run() {
         plugins_p50 / quiet_p50,
     );
     println!("{}", metrics_overhead(again_p50, scraped_p50));
+    // The bed's ceiling first, then our rows beside it.
+    let bare = bare_jobs(&client, &namespace, &seen, BARE_JOBS, None).await;
     let mut rows = Vec::new();
     for (concurrency, jobs, qps) in THROUGHPUT {
         rows.push(throughput(&db, &namespace, &seen, concurrency, jobs, qps).await);
     }
-    print_throughput(&rows);
+    print_throughput(&rows, &bare);
     let memory = memory(&db, &client, &namespace, &seen).await;
     println!("{memory}");
 
@@ -266,6 +289,8 @@ struct Seen {
     job_added: HashMap<Uuid, SystemTime>,
     /// Job id → when its pod's main container was first seen terminated.
     terminated: HashMap<Uuid, SystemTime>,
+    /// Jobs whose main container ended with a non-zero exit code.
+    exited_non_zero: HashSet<Uuid>,
     /// Pods whose main container runs.
     running: HashSet<String>,
     /// Pods the node agent reported unschedulable.
@@ -353,8 +378,11 @@ impl Seen {
             .and_then(|s| s.container_statuses.as_ref())
             .and_then(|c| c.iter().find(|c| c.name == MAIN_CONTAINER))
             .and_then(|c| c.state.as_ref());
-        if main.is_some_and(|s| s.terminated.is_some()) {
+        if let Some(terminated) = main.and_then(|s| s.terminated.as_ref()) {
             self.terminated.entry(id).or_insert(now);
+            if terminated.exit_code != 0 {
+                self.exited_non_zero.insert(id);
+            }
         }
         if main.is_some_and(|s| s.running.is_some()) {
             self.running.insert(name.clone());
@@ -625,6 +653,201 @@ fn metrics_overhead(quiet_p50: f64, scraped_p50: f64) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The limit: the same pods as bare Jobs.
+
+/// What the bed did with bare Jobs.
+struct Bare {
+    jobs: usize,
+    /// Jobs whose main container was seen terminated in time.
+    terminated: usize,
+    failed: usize,
+    /// From the first POST to the last main container seen terminated.
+    seconds: f64,
+    /// Kubernetes API requests made (the watches aside).
+    requests: u64,
+    /// Job POST round trips (seconds).
+    post: Vec<f64>,
+    /// Job POST sent → Job seen by the watch (seconds).
+    to_seen: Vec<f64>,
+    pace: Option<Duration>,
+}
+
+impl Bare {
+    fn rate(&self) -> f64 {
+        self.terminated as f64 / self.seconds
+    }
+
+    fn creation_latency(&self) -> String {
+        let mut post = self.post.clone();
+        let mut to_seen = self.to_seen.clone();
+        format!(
+            "The bed's own Job-creation latency: {} bare Jobs (the same Secret and Job a job gets, no worker) created one at a time at {}/s\n\n\
+             | interval | p50 | p99 | samples |\n|---|---:|---:|---:|\n\
+             | Job POST round trip | {} | {} | {} |\n\
+             | Job POST sent → Job seen (watch) | {} | {} | {} |\n",
+            self.jobs,
+            self.pace.map_or(0, |p| 1_000_000 / p.as_micros().max(1)),
+            ms(percentile(&mut post, 0.5)),
+            ms(percentile(&mut post, 0.99)),
+            post.len(),
+            ms(percentile(&mut to_seen, 0.5)),
+            ms(percentile(&mut to_seen, 0.99)),
+            to_seen.len(),
+        )
+    }
+}
+
+/// The bench's Bash job as a worker would render it (attempt 1, its own nonce).
+fn bare_objects(config: &Config, namespace: &str) -> (Uuid, render::Objects) {
+    let job = Job::local(
+        std::path::Path::new("echo.sh"),
+        ECHO.to_owned(),
+        "bash",
+        json!({"name": "bench"}),
+        "k8s",
+    );
+    let pod = pod_settings(config, &job).expect("pod settings of the bench job");
+    let args = job.args.as_object().cloned().unwrap_or_default();
+    let nonce = Uuid::new_v4().simple().to_string();
+    let objects = render::render(
+        &job,
+        &render::Context {
+            settings: &config.settings,
+            namespace,
+            pod: &pod,
+            attempt: 1,
+            nonce: &nonce,
+            args: &args,
+            token: None,
+            base_url: None,
+        },
+    );
+    (job.id.0, objects)
+}
+
+/// `n` bare Jobs: all created as fast as the bed accepts them (`pace` `None`), or one every
+/// `pace`; each deleted once its main container is seen terminated.
+async fn bare_jobs(
+    client: &Client,
+    namespace: &str,
+    seen: &Observer,
+    n: usize,
+    pace: Option<Duration>,
+) -> Bare {
+    let config = Config::from_yaml("", &settings(namespace, "wk-bench-bare", 1, 1000))
+        .expect("bench config");
+    let jobs: Api<KubeJob> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let rendered: Vec<(Uuid, render::Objects)> =
+        (0..n).map(|_| bare_objects(&config, namespace)).collect();
+    let ids: Vec<Uuid> = rendered.iter().map(|(id, _)| *id).collect();
+    let requests = std::sync::atomic::AtomicU64::new(0);
+    let count = || {
+        requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    };
+    // As the worker does: the Job, then its Secret owned by it.
+    let create = |(id, objects): (Uuid, render::Objects)| {
+        let (jobs, secrets) = (jobs.clone(), secrets.clone());
+        async move {
+            let sent = SystemTime::now();
+            count();
+            let job = jobs
+                .create(&PostParams::default(), &objects.job)
+                .await
+                .expect("create a bare Job");
+            let returned = SystemTime::now();
+            let mut secret = objects.secret;
+            secret.metadata.owner_references = Some(vec![OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "Job".into(),
+                name: job.metadata.name.clone().unwrap_or_default(),
+                uid: job.metadata.uid.clone().unwrap_or_default(),
+                ..OwnerReference::default()
+            }]);
+            count();
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .expect("create a bare Job's Secret");
+            (id, sent, returned)
+        }
+    };
+    let started = SystemTime::now();
+    let created: Vec<(Uuid, SystemTime, SystemTime)> = if let Some(period) = pace {
+        let mut next = tokio::time::Instant::now();
+        let mut created = Vec::with_capacity(n);
+        for one in rendered {
+            created.push(create(one).await);
+            next += period;
+            tokio::time::sleep_until(next).await;
+        }
+        created
+    } else {
+        futures::stream::iter(rendered)
+            .map(create)
+            .buffer_unordered(64)
+            .collect()
+            .await
+    };
+    // Delete each Job (cascading: its pod and Secret go too) once its container has ended.
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    let mut deleted = HashSet::new();
+    let deadline = Instant::now() + PHASE_LIMIT;
+    while deleted.len() < n && Instant::now() < deadline {
+        let ended: Vec<Uuid> = {
+            let seen = seen.lock();
+            ids.iter()
+                .filter(|id| seen.terminated.contains_key(id) && !deleted.contains(*id))
+                .copied()
+                .collect()
+        };
+        futures::future::join_all(ended.iter().map(|id| {
+            count();
+            let (jobs, params) = (&jobs, &params);
+            async move { jobs.delete(&format!("wm-{id}-1"), params).await }
+        }))
+        .await;
+        deleted.extend(ended);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (post, to_seen, terminated, failed, last) = {
+        let seen = seen.lock();
+        let post = created
+            .iter()
+            .map(|(_, sent, returned)| epoch(*returned) - epoch(*sent))
+            .collect();
+        let to_seen = created
+            .iter()
+            .filter_map(|(id, sent, _)| Some(epoch(*seen.job_added.get(id)?) - epoch(*sent)))
+            .collect();
+        let ended: Vec<f64> = ids
+            .iter()
+            .filter_map(|id| seen.terminated.get(id).map(|t| epoch(*t)))
+            .collect();
+        let failed = ids
+            .iter()
+            .filter(|id| seen.exited_non_zero.contains(id))
+            .count();
+        let last = ended.iter().copied().fold(f64::NAN, f64::max);
+        (post, to_seen, ended.len(), failed, last)
+    };
+    delete_jobs(client, namespace).await;
+    Bare {
+        jobs: n,
+        terminated,
+        failed,
+        seconds: last - epoch(started),
+        requests: requests.load(std::sync::atomic::Ordering::Relaxed),
+        post,
+        to_seen,
+        pace,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Throughput.
 
 struct Throughput {
@@ -684,15 +907,31 @@ async fn throughput(
     }
 }
 
-fn print_throughput(rows: &[Throughput]) {
+fn print_throughput(rows: &[Throughput], bare: &Bare) {
+    let mut bare_jobs = bare.terminated.to_string();
+    if bare.terminated < bare.jobs {
+        bare_jobs = format!("{} of {} (timed out)", bare.terminated, bare.jobs);
+    }
+    if bare.failed > 0 {
+        let _ = write!(bare_jobs, ", {} exited non-zero", bare.failed);
+    }
     println!(
-        "Throughput: N jobs queued up front, then one worker starts; time until the last hand-back committed\n"
+        "Throughput: N jobs queued up front, then one worker starts; time until the last hand-back committed. \
+         First row: the bed's ceiling, the same pods as bare Jobs (our Secret and Job, created {} at a time as fast as \
+         the bed accepts them, each deleted when its container is seen terminated; no Windmill, no logs)\n",
+        64
     );
     println!(
-        "| worker.concurrency | api_qps (burst) | jobs | wall time | jobs/s | vs c=1 | API requests/job |"
+        "| worker.concurrency | api_qps (burst) | jobs | wall time | jobs/s | vs c=1 | vs bare Jobs | API requests/job |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    let base = rows.first().map(|r| r.done as f64 / r.seconds);
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| bare Jobs | - | {bare_jobs} | {:.1} s | {:.1} | - | 1.00× | {:.1} |",
+        bare.seconds,
+        bare.rate(),
+        bare.requests as f64 / bare.jobs as f64
+    );
+    let first = rows.first().map(|r| r.done as f64 / r.seconds);
     for r in rows {
         let rate = r.done as f64 / r.seconds;
         let mut jobs = r.jobs.to_string();
@@ -703,11 +942,12 @@ fn print_throughput(rows: &[Throughput]) {
             let _ = write!(jobs, ", {} failed", r.failed);
         }
         println!(
-            "| {} | {} | {jobs} | {:.1} s | {rate:.1} | {:.2}x | {:.1} |",
+            "| {} | {} | {jobs} | {:.1} s | {rate:.1} | {:.2}× | {:.2}× | {:.1} |",
             r.concurrency,
             r.qps,
             r.seconds,
-            base.map_or(f64::NAN, |b| rate / b),
+            first.map_or(f64::NAN, |b| rate / b),
+            rate / bare.rate(),
             r.requests as f64 / r.jobs as f64
         );
     }
@@ -788,8 +1028,9 @@ async fn sample(pid: u32, period: Duration) -> (u64, u64) {
 async fn memory(db: &BenchDb, client: &Client, namespace: &str, seen: &Observer) -> String {
     let mut out = String::from(
         "Worker memory: the release binary `flext-kubernetes run` (one process per row), pod watch and \
-         all jobs in flight; RSS = highest VmRSS over 3 s once all are in flight, HWM = VmHWM then\n\n\
-         | in-flight jobs | what they are | time to get there | VmRSS | VmHWM |\n|---:|---|---:|---:|---:|\n",
+         all jobs in flight; RSS = highest VmRSS over 3 s once all are in flight, HWM = VmHWM then; \
+         per job = (RSS − idle RSS) / jobs\n\n\
+         | in-flight jobs | what they are | time to get there | VmRSS | VmHWM | per job in flight |\n|---:|---|---:|---:|---:|---:|\n",
     );
     // 100 running pods.
     let child = spawn_binary(db, namespace, 100, 1000);
@@ -798,7 +1039,7 @@ async fn memory(db: &BenchDb, client: &Client, namespace: &str, seen: &Observer)
     let (idle, idle_hwm) = sample(pid, Duration::from_secs(1)).await;
     let _ = writeln!(
         out,
-        "| 0 | idle, 2 s after start | - | {} | {} |",
+        "| 0 | idle, 2 s after start | - | {} | {} | - |",
         mib(idle),
         mib(idle_hwm)
     );
@@ -815,7 +1056,7 @@ async fn memory(db: &BenchDb, client: &Client, namespace: &str, seen: &Observer)
     let (peak, hwm) = sample(pid, Duration::from_secs(3)).await;
     let _ = writeln!(
         out,
-        "| 100 | pods Running (`sleep 600`), logs followed{} | {:.0} s | {} | {} |",
+        "| 100 | pods Running (`sleep 600`), logs followed{} | {:.0} s | {} | {} | {} |",
         if reached {
             String::new()
         } else {
@@ -823,7 +1064,8 @@ async fn memory(db: &BenchDb, client: &Client, namespace: &str, seen: &Observer)
         },
         took.as_secs_f64(),
         mib(peak),
-        mib(hwm)
+        mib(hwm),
+        per_job(peak, idle, 100)
     );
     drop(child);
     delete_jobs(client, namespace).await;
@@ -861,7 +1103,7 @@ async fn memory(db: &BenchDb, client: &Client, namespace: &str, seen: &Observer)
     let (peak, hwm) = sample(pid, Duration::from_secs(3)).await;
     let _ = writeln!(
         out,
-        "| 1000 | pods Pending (`memory=900Gi`: no node fits; the bed cannot run 1000 processes), api_qps 200{} | {:.0} s | {} | {} |",
+        "| 1000 | pods Pending (`memory=900Gi`: no node fits; the bed cannot run 1000 processes), api_qps 200{} | {:.0} s | {} | {} | {} |",
         if reached {
             String::new()
         } else {
@@ -869,11 +1111,17 @@ async fn memory(db: &BenchDb, client: &Client, namespace: &str, seen: &Observer)
         },
         took.as_secs_f64(),
         mib(peak),
-        mib(hwm)
+        mib(hwm),
+        per_job(peak, idle, 1000)
     );
     drop(child);
     delete_jobs(client, namespace).await;
     out
+}
+
+/// The memory one in-flight job adds, from the RSS with `jobs` in flight and idle (KiB).
+fn per_job(rss: u64, idle: u64, jobs: u64) -> String {
+    format!("{:.0} KiB", rss.saturating_sub(idle) as f64 / jobs as f64)
 }
 
 // ---------------------------------------------------------------------------------------------

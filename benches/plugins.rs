@@ -70,7 +70,7 @@ fn time(plugins: &str) -> (Duration, Duration, Duration) {
         base_url: None,
     };
     let objects = render::render(&job, &cx);
-    let context = flext_kubernetes::plugins::context(&job, &pod, 1, &objects.config_map);
+    let context = flext_kubernetes::plugins::context(&job, &pod, 1);
     let rendered = serde_json::to_value(&objects.job).expect("the Job as JSON");
     let first = {
         let started = Instant::now();

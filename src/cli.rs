@@ -52,7 +52,7 @@ pub enum Command {
         #[arg(long, short)]
         lang: Option<String>,
     },
-    /// Print the Kubernetes objects (ConfigMap, Secret, Job) a job would get, without creating
+    /// Print the Kubernetes objects (Secret, Job) a job would get, without creating
     /// anything: a queued job by id (needs `FLEXT_DATABASE_URL`), or a local script file.
     Render {
         /// A Windmill job id, or a script file (`.py`, `.sh`, `.ts`).
@@ -77,10 +77,10 @@ pub enum Command {
     },
     /// Run a job inside its pod (the first program of the main container; see `runner`).
     Runner {
-        /// The job's ConfigMap mount.
+        /// The job's code mount (the Secret's code keys).
         #[arg(long, default_value = "/flext/job")]
         job_dir: PathBuf,
-        /// The job's Secret mount.
+        /// The job's args mount (the Secret's args keys).
         #[arg(long, default_value = "/flext/secret")]
         secret_dir: PathBuf,
         /// The working directory.

@@ -413,13 +413,13 @@ async fn a_hint_beyond_the_limits_fails_the_job_and_creates_nothing() {
             .is_empty(),
         "no Job was created"
     );
-    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(bed.client.clone(), &bed.namespace);
-    let ours = config_maps
+    let ours = secrets
         .list(&ListParams::default().labels("app.kubernetes.io/managed-by=flext-kubernetes"))
         .await
         .unwrap();
-    assert!(ours.items.is_empty(), "no ConfigMap was created");
+    assert!(ours.items.is_empty(), "no Secret was created");
     bed.stop().await;
 }
 

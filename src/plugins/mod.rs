@@ -611,15 +611,9 @@ impl Plugins {
 }
 
 /// What every plugin is handed about one attempt of `job` besides the Job itself: its Windmill
-/// context, its resolved hints with their sources, and the ConfigMap's metadata (never the
-/// Secret, never its values).
+/// context and its resolved hints with their sources (never the Secret with the code and args).
 #[must_use]
-pub fn context(
-    job: &crate::domain::Job,
-    pod: &crate::hints::PodSettings,
-    attempt: u32,
-    config_map: &k8s_openapi::api::core::v1::ConfigMap,
-) -> Value {
+pub fn context(job: &crate::domain::Job, pod: &crate::hints::PodSettings, attempt: u32) -> Value {
     let hints: Vec<Value> = pod
         .rows()
         .into_iter()
@@ -642,7 +636,7 @@ pub fn context(
             "attempt": attempt,
         },
         "hints": hints,
-        "objects": {"config_map": {"metadata": serde_json::to_value(&config_map.metadata).unwrap_or(Value::Null)}},
+        "objects": {},
     })
 }
 

@@ -9,8 +9,9 @@
 //! time. Which languages it runs, and how, is [`crate::domain::LANGUAGES`].
 //!
 //! Pod layout (all paths configurable):
-//! - `/flext/job` (ConfigMap): `job.json` (language, entrypoint), `main.<ext>`, `lock`, wrapper.
-//! - `/flext/secret` (Secret): `args.json`, `nonce`.
+//! - `/flext/job` (the attempt's Secret, its code keys): `job.json` (language, entrypoint),
+//!   `main.<ext>`, `lock`, wrapper.
+//! - `/flext/secret` (the same Secret, its args keys): `args.json`, `nonce`.
 //! - `/flext/work` (emptyDir): the working directory; `result.json` lands here.
 //! - `/flext/cache` (emptyDir or a shared volume): installed dependencies, keyed by lock hash.
 
@@ -33,12 +34,12 @@ use self::progress::Stdout;
 use crate::domain::{LanguageInfo, RunnerKind};
 use crate::trailer::{self, Status};
 
-/// The Python wrapper, shipped in the job's ConfigMap.
+/// The Python wrapper, shipped in the job's Secret.
 pub const PYTHON_WRAPPER: &str = include_str!("wrappers/python.py");
-/// The TypeScript wrapper (Bun, Deno), shipped in the job's ConfigMap.
+/// The TypeScript wrapper (Bun, Deno), shipped in the job's Secret.
 pub const TYPESCRIPT_WRAPPER: &str = include_str!("wrappers/typescript.ts");
 
-/// What the worker tells the runner about the job (`job.json` in the ConfigMap).
+/// What the worker tells the runner about the job (`job.json` in the job's Secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// Windmill's language name.
@@ -77,9 +78,9 @@ pub fn wrapper(language: &str) -> Option<(&'static str, &'static str)> {
 /// Where things are in the pod.
 #[derive(Debug, Clone)]
 pub struct Paths {
-    /// The ConfigMap mount.
+    /// The code mount.
     pub job: PathBuf,
-    /// The Secret mount.
+    /// The args mount.
     pub secret: PathBuf,
     /// The working directory.
     pub work: PathBuf,
@@ -339,7 +340,7 @@ async fn prepare_and_run(
 }
 
 fn write_wrapper(paths: &Paths, name: &str, fallback: &str) -> Result<PathBuf, Ended> {
-    // The ConfigMap carries the wrapper the worker shipped; the built-in copy is a fallback for
+    // The job's Secret carries the wrapper the worker shipped; the built-in copy is a fallback for
     // jobs rendered by an older worker.
     let shipped = paths.job.join(name);
     let text = std::fs::read_to_string(&shipped).unwrap_or_else(|_| fallback.to_owned());

@@ -89,7 +89,13 @@ pub const REQUIRED: &[Permission] = &[
         "batch",
         "jobs",
         "list",
-        "objects::list_jobs: adoption after a restart, and a job's latest attempt",
+        "watch::JobIndex: the shared watch of the group's Jobs lists them (and objects::list_jobs before it has synced)",
+    ),
+    allow(
+        "batch",
+        "jobs",
+        "watch",
+        "watch::JobIndex: the shared watch of the group's Jobs follows their metadata",
     ),
     allow(
         "batch",
@@ -105,33 +111,15 @@ pub const REQUIRED: &[Permission] = &[
     ),
     allow(
         "",
-        "configmaps",
-        "create",
-        "objects::create_once: the attempt's code and args",
-    ),
-    allow(
-        "",
-        "configmaps",
-        "delete",
-        "objects::delete_attempt: an attempt before its retry",
-    ),
-    allow(
-        "",
         "secrets",
         "create",
-        "objects::create_once: the attempt's job token and nonce",
+        "objects::create_once: the attempt's code, args, job token and nonce",
     ),
     allow(
         "",
         "secrets",
         "get",
         "objects::create_once: the nonce of an adopted attempt",
-    ),
-    allow(
-        "",
-        "secrets",
-        "delete",
-        "objects::delete_attempt: an attempt before its retry",
     ),
 ];
 
@@ -345,14 +333,21 @@ mod tests {
     #[test]
     fn role_rules_group_the_verbs_by_resource() {
         let rules = role_rules("jobs");
-        assert_eq!(rules.len(), 6, "{rules:?}");
+        assert_eq!(rules.len(), 5, "{rules:?}");
         let jobs = rules
             .iter()
             .find(|r| r.resources.as_deref() == Some(&["jobs".to_owned()][..]))
             .unwrap();
         assert_eq!(
             jobs.verbs,
-            ["create", "get", "list", "delete", "deletecollection"]
+            [
+                "create",
+                "get",
+                "list",
+                "watch",
+                "delete",
+                "deletecollection"
+            ]
         );
         assert_eq!(jobs.api_groups.as_deref(), Some(&["batch".to_owned()][..]));
         let namespaces = &rules[0];

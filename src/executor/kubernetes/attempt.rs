@@ -107,8 +107,12 @@ pub enum Event {
     LogLine,
     /// The followed log stream is open.
     StreamOpened,
-    /// The followed log stream ended or broke.
-    StreamEnded,
+    /// The followed log stream ended or broke; `drained` when it reached its end with the
+    /// result trailer complete (everything the runner prints is in: nothing to read again).
+    StreamEnded {
+        /// Whether the log is read to its end.
+        drained: bool,
+    },
     /// Windmill canceled the job.
     Cancel,
 }
@@ -141,6 +145,17 @@ pub enum Action {
     Cancel,
 }
 
+/// Where the followed log of the pod stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogState {
+    /// No stream open: a running pod's log is opened.
+    Closed,
+    /// A stream is open.
+    Streaming,
+    /// Read to its end, trailer and all: the pod's log is not opened again.
+    Drained,
+}
+
 /// The decisions of one attempt.
 #[derive(Debug)]
 pub struct Machine {
@@ -149,7 +164,7 @@ pub struct Machine {
     user_code_started: bool,
     pending_since: Option<Duration>,
     pulling_since: Option<Duration>,
-    streaming: bool,
+    log: LogState,
     last_note: String,
     /// When Kueue was first seen not admitting the Job.
     admission_since: Option<Duration>,
@@ -167,7 +182,7 @@ impl Machine {
             user_code_started: false,
             pending_since: None,
             pulling_since: None,
-            streaming: false,
+            log: LogState::Closed,
             last_note: String::new(),
             admission_since: None,
             admitted_at: None,
@@ -208,11 +223,15 @@ impl Machine {
             Event::NoPod | Event::LogLine => Action::Wait,
             Event::Tick => Action::Check,
             Event::StreamOpened => {
-                self.streaming = true;
+                self.log = LogState::Streaming;
                 Action::Wait
             }
-            Event::StreamEnded => {
-                self.streaming = false;
+            Event::StreamEnded { drained } => {
+                if drained || self.log == LogState::Drained {
+                    self.log = LogState::Drained;
+                } else {
+                    self.log = LogState::Closed;
+                }
                 Action::Check
             }
             Event::Cancel => Action::Cancel,
@@ -256,7 +275,8 @@ impl Machine {
             }
             PodState::ConfigError(message) => fail(outcome::container_config(&message)),
             PodState::Starting(reason) => self.note(format!("pod starting: {reason}")),
-            PodState::Running if self.streaming => Action::Wait,
+            // Streaming, or read to the end: the watch tells when the container has ended.
+            PodState::Running if self.log != LogState::Closed => Action::Wait,
             PodState::Running => Action::OpenStream,
             PodState::Terminated {
                 exit_code,
@@ -563,11 +583,12 @@ async fn next_event(
             Some(Err(error)) => {
                 tracing::debug!(%error, "pod log stream broke; resuming from the last line seen");
                 *stream = None;
-                Event::StreamEnded
+                Event::StreamEnded { drained: false }
             }
             None => {
                 *stream = None;
-                Event::StreamEnded
+                follower.reached_end();
+                Event::StreamEnded { drained: follower.drained() }
             }
         },
         () = tokio::time::sleep(Duration::from_secs(1)) => Event::Tick,

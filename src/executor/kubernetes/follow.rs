@@ -1,7 +1,8 @@
 //! Following a pod's log into the Windmill job log: the main container's output is streamed
 //! (`follow`, `timestamps`), resumed with `sinceTime` after a break without repeating or losing
-//! lines, and read once more after the container ended to pick up the tail and the result
-//! trailer. Nonce-marked lines (trailer, progress) are taken out of the output.
+//! lines, and, unless the stream reached its end with the result trailer complete, read once more
+//! after the container ended to pick up the tail and the trailer. Nonce-marked lines (trailer,
+//! progress) are taken out of the output.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -49,6 +50,8 @@ pub(super) struct LogFollower<'a> {
     newest: Option<DateTime<Utc>>,
     /// Output lines to pass over: already logged by a worker that stopped.
     pub(super) skip: usize,
+    /// A followed stream reached its end (not a break): the container's log was complete then.
+    reached_end: bool,
     decoder: trailer::Decoder,
     logs: &'a LogSink,
     progress: &'a Progress,
@@ -65,6 +68,7 @@ impl<'a> LogFollower<'a> {
             current: HashMap::new(),
             newest: None,
             skip: 0,
+            reached_end: false,
             decoder,
             logs,
             progress,
@@ -76,12 +80,24 @@ impl<'a> LogFollower<'a> {
         &self.decoder
     }
 
+    /// A followed stream ended at its end, not by breaking.
+    pub(super) fn reached_end(&mut self) {
+        self.reached_end = true;
+    }
+
+    /// Everything is read: a followed stream reached its end and the runner's trailer, the last
+    /// thing it prints, is complete. No further read of the log is needed.
+    pub(super) fn drained(&self) -> bool {
+        self.reached_end && self.decoder.complete()
+    }
+
     fn resume_from(&self) -> Option<DateTime<Utc>> {
         self.newest
     }
 
     fn begin_read(&mut self) {
         self.current.clear();
+        self.reached_end = false;
         if let Some(newest) = self.newest {
             let second = newest.timestamp();
             self.taken.retain(|t, _| t.timestamp() >= second);
@@ -167,8 +183,9 @@ impl Inner {
         }
     }
 
-    /// After the container ended: drains the followed stream, then one plain read from the last
-    /// line seen picks up whatever the stream missed (the trailer included).
+    /// After the container ended: drains the followed stream; unless that read the log to its end
+    /// with the trailer, one plain read from the last line seen picks up whatever the stream
+    /// missed (the trailer included).
     pub(super) async fn read_to_end(
         &self,
         pod: &Pod,
@@ -179,9 +196,19 @@ impl Inner {
         // The followed stream ends with the container's log; stop waiting on it once it goes
         // quiet, so that the plain reads below always get their time.
         if let Some(mut stream) = stream {
-            while let Ok(Some(Ok(line))) = tokio::time::timeout(FOLLOW_QUIET, stream.next()).await {
-                follower.accept(&line);
+            loop {
+                match tokio::time::timeout(FOLLOW_QUIET, stream.next()).await {
+                    Ok(Some(Ok(line))) => follower.accept(&line),
+                    Ok(None) => {
+                        follower.reached_end();
+                        break;
+                    }
+                    Ok(Some(Err(_))) | Err(_) => break,
+                }
             }
+        }
+        if follower.drained() {
+            return;
         }
         // The runner prints the trailer before it exits, so a complete read holds it; the API
         // may still fail under load, or the node may lag in serving the last lines: read again

@@ -1,8 +1,8 @@
 //! The Kubernetes executor: each claimed job runs as a `batch/v1` Job.
 //!
-//! A job's path through it, one file per step: [`render`] turns an attempt into its ConfigMap,
-//! Secret and Job; `objects` creates them (a 409 AlreadyExists is adopted, never duplicated),
-//! finds and deletes them; `attempt` follows one attempt's pod through the shared [`watch`]
+//! A job's path through it, one file per step: [`render`] turns an attempt into its Secret and
+//! Job; `objects` creates them (a 409 AlreadyExists is adopted, never duplicated), finds them in
+//! the shared [`watch`] of the group's Jobs and deletes them; `attempt` follows one attempt's pod through the shared [`watch`]
 //! (waiting for capacity and image pulls is logged to the Windmill job), deciding as
 //! [`classify`] reads the pod; `follow` streams the pod's output into the job log (resuming with
 //! `sinceTime` after a break, without duplicates) and takes the nonce-marked trailer and progress
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job as KubeJob;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::clusters::KubernetesExecutor;
 
 use self::attempt::{Attempt, Run};
-use self::watch::PodWatch;
+use self::watch::{JobIndex, PodWatch};
 use crate::config::{ClusterSettings, Config};
 use crate::domain::{Completion, FailureCategory, Job, JobFailure, JobId, Progress};
 use crate::hints::{self, PodSettings, WindmillFields};
@@ -86,9 +86,10 @@ struct Inner {
     client: Client,
     pods: Api<Pod>,
     jobs: Api<KubeJob>,
-    config_maps: Api<ConfigMap>,
     secrets: Api<Secret>,
     watch: PodWatch,
+    /// Which attempts of which jobs exist.
+    index: JobIndex,
     /// Kueue's Workloads, watched from the first queued Job on.
     kueue: kueue::AdmissionWatch,
     limiter: ratelimit::RateLimiter,
@@ -164,11 +165,10 @@ impl ClusterExecutor {
         }
         let stop = CancellationToken::new();
         let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-        let watch = PodWatch::spawn(
-            pods.clone(),
-            render::group_selector(&config.settings),
-            stop.clone(),
-        );
+        let jobs: Api<KubeJob> = Api::namespaced(client.clone(), &namespace);
+        let selector = render::group_selector(&config.settings);
+        let watch = PodWatch::spawn(pods.clone(), &selector, stop.clone());
+        let index = JobIndex::spawn(client.clone(), &namespace, &selector, stop.clone());
         let limiter = ratelimit::RateLimiter::new(
             config.settings.executor.api_qps,
             config.settings.executor.api_burst,
@@ -185,12 +185,12 @@ impl ClusterExecutor {
             cluster: cluster.clone(),
             kueue: kueue::AdmissionWatch::new(client.clone(), &namespace, stop.clone()),
             api,
-            jobs: Api::namespaced(client.clone(), &namespace),
-            config_maps: Api::namespaced(client.clone(), &namespace),
+            jobs,
             secrets: Api::namespaced(client.clone(), &namespace),
             pods,
             client,
             watch,
+            index,
             limiter,
             metrics,
             plugins,
@@ -200,7 +200,7 @@ impl ClusterExecutor {
         let this = Self {
             inner: Arc::new(inner),
         };
-        this.inner.watch.synced().await;
+        tokio::join!(this.inner.watch.synced(), this.inner.index.synced());
         Ok(this)
     }
 
@@ -215,6 +215,9 @@ impl ClusterExecutor {
     async fn readiness(&self) -> Result<(), String> {
         if !self.inner.watch.is_synced() {
             return Err("the shared pod watch has not synced yet".into());
+        }
+        if !self.inner.index.is_synced() {
+            return Err("the shared Job watch has not synced yet".into());
         }
         match tokio::time::timeout(
             Duration::from_secs(2),

@@ -1,11 +1,10 @@
-//! The Kubernetes objects of a job: creating one attempt's Job, ConfigMap and Secret (a 409
-//! AlreadyExists is adopted, never duplicated), finding the attempts that exist, and deleting
-//! them.
+//! The Kubernetes objects of a job: creating one attempt's Job and Secret (a 409 AlreadyExists
+//! is adopted, never duplicated), finding the attempts that exist (in the shared watch of the
+//! group's Jobs), and deleting them.
 
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 use tokio_util::sync::CancellationToken;
 
@@ -157,8 +156,8 @@ impl Inner {
                 return Ok(Created::Adopted(nonce));
             }
         }
-        // The ConfigMap and Secret belong to the Job: deleting it removes them. The pod waits for
-        // them like for any volume.
+        // The Secret belongs to the Job: deleting the Job removes it. The pod waits for it like
+        // for any volume.
         let owner = OwnerReference {
             api_version: "batch/v1".into(),
             kind: "Job".into(),
@@ -167,29 +166,29 @@ impl Inner {
             controller: Some(false),
             block_owner_deletion: Some(false),
         };
-        let mut config_map = objects.config_map.clone();
-        config_map.metadata.owner_references = Some(vec![owner.clone()]);
         let mut secret = objects.secret.clone();
         secret.metadata.owner_references = Some(vec![owner]);
         self.limiter.acquire().await;
-        self.limiter.acquire().await;
-        let (config_map, secret) = tokio::join!(
-            create_or_keep(&self.config_maps, &config_map),
-            create_or_keep(&self.secrets, &secret)
-        );
-        config_map?;
-        secret?;
-        Ok(Created::Fresh)
+        match self.secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => Ok(Created::Fresh),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Created::Fresh),
+            Err(error) => Err(error),
+        }
     }
 
-    /// The Windmill jobs whose Kubernetes Jobs exist in this worker group.
+    /// The Windmill jobs whose Kubernetes Jobs exist in this worker group: from the shared
+    /// watch once it has synced, else listed.
     pub(super) async fn running_jobs(&self) -> Result<Vec<JobId>, kube::Error> {
-        let mut ids: Vec<JobId> = self
-            .list_jobs(
+        let ids = if self.index.is_synced() {
+            self.index.jobs()
+        } else {
+            self.list_jobs(
                 &render::group_selector(&self.config.settings),
                 render::LABEL_JOB_ID,
             )
             .await?
+        };
+        let mut ids: Vec<JobId> = ids
             .iter()
             .filter_map(|id| id.parse().ok())
             .map(JobId)
@@ -199,9 +198,14 @@ impl Inner {
         Ok(ids)
     }
 
-    /// The newest attempt that exists for a job, if any.
+    /// The newest attempt that exists for a job, if any: from the shared watch once it has
+    /// synced (no request), else listed.
     pub(super) async fn latest_attempt(&self, job: &Job) -> Option<u32> {
-        let selector = format!("{}={}", render::LABEL_JOB_ID, job.id);
+        let id = job.id.to_string();
+        if self.index.is_synced() {
+            return self.index.latest_attempt(&id);
+        }
+        let selector = format!("{}={id}", render::LABEL_JOB_ID);
         self.list_jobs(&selector, render::LABEL_ATTEMPT)
             .await
             .ok()?
@@ -241,8 +245,8 @@ impl Inner {
         }
     }
 
-    /// Deletes one attempt's objects, waiting for its pods to go (a next attempt must not
-    /// overlap it).
+    /// Deletes one attempt's Job, its pods first (foreground: a next attempt must not overlap
+    /// it); the garbage collector removes its Secret, which the Job owns.
     pub(super) async fn delete_attempt(&self, job: &Job, attempt: u32) {
         let name = render::object_name(job, attempt);
         let params = DeleteParams {
@@ -251,24 +255,6 @@ impl Inner {
         };
         self.limiter.acquire().await;
         let _ = self.jobs.delete(&name, &params).await;
-        self.limiter.acquire().await;
-        let _ = self
-            .config_maps
-            .delete(&name, &DeleteParams::default())
-            .await;
-        self.limiter.acquire().await;
-        let _ = self.secrets.delete(&name, &DeleteParams::default()).await;
-    }
-}
-
-async fn create_or_keep<K>(api: &Api<K>, object: &K) -> Result<(), kube::Error>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    match api.create(&PostParams::default(), object).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(error) => Err(error),
     }
 }
 

@@ -1,13 +1,17 @@
-//! One shared, label-selected watch of this worker group's pods: every running job reads its pod
-//! from here and is woken when it changes. O(1) watches however many jobs run.
+//! Two shared, label-selected watches per cluster, O(1) however many jobs run: the worker group's
+//! pods ([`PodWatch`]: every running job reads its pod from here and is woken when it changes),
+//! and its Jobs' metadata ([`JobIndex`]: which attempts of which job exist, read before creating
+//! one instead of a list request per job).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::batch::v1::Job as KubeJob;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::Notify;
@@ -23,15 +27,41 @@ struct Inner {
     wakers: HashMap<String, Arc<Notify>>,
     /// Pods seen in the current relist (between `Init` and `InitDone`).
     relist: Option<HashMap<String, HashMap<String, Pod>>>,
-    /// Whether the first list completed.
-    synced: bool,
+}
+
+/// Whether a watch's first list has arrived, and a way to wait for it.
+#[derive(Debug, Default)]
+struct Synced {
+    done: std::sync::atomic::AtomicBool,
+    notify: Notify,
+}
+
+impl Synced {
+    fn set(&self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn is_set(&self) -> bool {
+        self.done.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_set() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// The shared pod watch.
 #[derive(Debug, Clone, Default)]
 pub struct PodWatch {
     inner: Arc<Mutex<Inner>>,
-    synced: Arc<Notify>,
+    synced: Arc<Synced>,
 }
 
 fn job_id(pod: &Pod) -> Option<String> {
@@ -47,27 +77,12 @@ impl PodWatch {
 
     /// Watches `api` with `selector` until `stop`; restarts the watch on errors (the watcher
     /// itself backs off).
-    pub fn spawn(api: Api<Pod>, selector: String, stop: CancellationToken) -> Self {
+    pub fn spawn(api: Api<Pod>, selector: &str, stop: CancellationToken) -> Self {
         let this = Self::default();
         let watch = this.clone();
-        tokio::spawn(async move {
-            let config = watcher::Config::default().labels(&selector);
-            let stream = watcher::watcher(api, config).default_backoff();
-            futures::pin_mut!(stream);
-            loop {
-                let event = tokio::select! {
-                    event = stream.next() => event,
-                    () = stop.cancelled() => return,
-                };
-                match event {
-                    Some(Ok(event)) => watch.apply(event),
-                    Some(Err(error)) => {
-                        tracing::warn!(%error, "pod watch error; the watcher retries with backoff");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    None => return,
-                }
-            }
+        let config = watcher::Config::default().labels(selector);
+        drive(watcher::watcher(api, config), "pod", stop, move |event| {
+            watch.apply(event);
         });
         this
     }
@@ -110,8 +125,7 @@ impl PodWatch {
                     let old = std::mem::replace(&mut inner.pods, fresh);
                     woken.extend(old.into_keys());
                     woken.extend(inner.pods.keys().cloned());
-                    inner.synced = true;
-                    self.synced.notify_waiters();
+                    self.synced.set();
                 }
             }
             woken.retain(|id| inner.wakers.contains_key(id));
@@ -127,18 +141,12 @@ impl PodWatch {
 
     /// Whether the first list has arrived.
     pub fn is_synced(&self) -> bool {
-        self.lock().synced
+        self.synced.is_set()
     }
 
     /// Waits until the first list has arrived.
     pub async fn synced(&self) {
-        loop {
-            let notified = self.synced.notified();
-            if self.lock().synced {
-                return;
-            }
-            notified.await;
-        }
+        self.synced.wait().await;
     }
 
     /// The waker of a job: notified whenever one of its pods changes.
@@ -173,5 +181,150 @@ impl PodWatch {
             })
             .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
             .cloned()
+    }
+}
+
+/// Feeds a watcher's events to `apply` until `stop`, on a task of its own; the watcher restarts
+/// itself with backoff after an error.
+fn drive<K, S>(
+    stream: S,
+    what: &'static str,
+    stop: CancellationToken,
+    mut apply: impl FnMut(Event<K>) + Send + 'static,
+) where
+    K: Send + 'static,
+    S: Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let stream = stream.default_backoff();
+        futures::pin_mut!(stream);
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => event,
+                () = stop.cancelled() => return,
+            };
+            match event {
+                Some(Ok(event)) => apply(event),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "{what} watch error; the watcher retries with backoff");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                None => return,
+            }
+        }
+    });
+}
+
+/// Attempts by Windmill job id.
+type Attempts = HashMap<String, BTreeSet<u32>>;
+
+#[derive(Debug, Default)]
+struct IndexInner {
+    attempts: Attempts,
+    /// Jobs seen in the current relist (between `Init` and `InitDone`).
+    relist: Option<Attempts>,
+}
+
+/// The attempts of the worker group's Kubernetes Jobs, from one shared watch of the Jobs'
+/// metadata (labels only: a few hundred bytes a Job).
+///
+/// Exactly-once does not rest on it: an attempt is created under its deterministic name, and a
+/// 409 on that name adopts the Job an earlier worker made. The index says which attempt to
+/// create or follow, as the list it replaces did: a worker that stopped made its Jobs long
+/// before another claims its jobs again (Windmill waits for its pings to stop), far longer than
+/// a watch event takes.
+#[derive(Debug, Clone, Default)]
+pub struct JobIndex {
+    inner: Arc<Mutex<IndexInner>>,
+    synced: Arc<Synced>,
+}
+
+/// A Job's Windmill job id and attempt, from its labels.
+fn attempt_of(job: &PartialObjectMeta<KubeJob>) -> Option<(String, u32)> {
+    let labels = job.metadata.labels.as_ref()?;
+    let attempt = labels.get(LABEL_ATTEMPT)?.parse().ok()?;
+    Some((labels.get(LABEL_JOB_ID)?.clone(), attempt))
+}
+
+impl JobIndex {
+    fn lock(&self) -> MutexGuard<'_, IndexInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Watches the metadata of the Jobs in `namespace` that `selector` selects, until `stop`.
+    pub fn spawn(
+        client: kube::Client,
+        namespace: &str,
+        selector: &str,
+        stop: CancellationToken,
+    ) -> Self {
+        let this = Self::default();
+        let index = this.clone();
+        let api: Api<PartialObjectMeta<KubeJob>> = Api::namespaced(client, namespace);
+        let config = watcher::Config::default().labels(selector);
+        drive(watcher::watcher(api, config), "Job", stop, move |event| {
+            index.apply(event);
+        });
+        this
+    }
+
+    fn apply(&self, event: Event<PartialObjectMeta<KubeJob>>) {
+        let mut inner = self.lock();
+        match event {
+            Event::Apply(job) => {
+                if let Some((id, attempt)) = attempt_of(&job) {
+                    inner.attempts.entry(id).or_default().insert(attempt);
+                }
+            }
+            Event::Delete(job) => {
+                if let Some((id, attempt)) = attempt_of(&job)
+                    && let Some(attempts) = inner.attempts.get_mut(&id)
+                {
+                    attempts.remove(&attempt);
+                    if attempts.is_empty() {
+                        inner.attempts.remove(&id);
+                    }
+                }
+            }
+            Event::Init => inner.relist = Some(Attempts::new()),
+            Event::InitApply(job) => {
+                if let Some((id, attempt)) = attempt_of(&job) {
+                    inner
+                        .relist
+                        .get_or_insert_with(Attempts::new)
+                        .entry(id)
+                        .or_default()
+                        .insert(attempt);
+                }
+            }
+            Event::InitDone => {
+                inner.attempts = inner.relist.take().unwrap_or_default();
+                self.synced.set();
+            }
+        }
+    }
+
+    /// Whether the first list has arrived.
+    pub fn is_synced(&self) -> bool {
+        self.synced.is_set()
+    }
+
+    /// Waits until the first list has arrived.
+    pub async fn synced(&self) {
+        self.synced.wait().await;
+    }
+
+    /// The newest attempt of a job whose Job exists, if any.
+    pub fn latest_attempt(&self, job: &str) -> Option<u32> {
+        self.lock().attempts.get(job)?.last().copied()
+    }
+
+    /// The Windmill job ids that have a Job, sorted.
+    pub fn jobs(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.lock().attempts.keys().cloned().collect();
+        ids.sort();
+        ids
     }
 }

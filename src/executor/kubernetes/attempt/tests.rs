@@ -242,8 +242,34 @@ fn a_running_pod_is_followed_by_one_stream_reopened_after_it_breaks() {
     assert_eq!(m.step(secs(2), running_pod()), Action::OpenStream);
     assert_eq!(m.step(secs(2), Event::StreamOpened), Action::Wait);
     assert_eq!(m.step(secs(3), running_pod()), Action::Wait, "one stream");
-    assert_eq!(m.step(secs(4), Event::StreamEnded), Action::Check);
+    assert_eq!(
+        m.step(secs(4), Event::StreamEnded { drained: false }),
+        Action::Check
+    );
     assert_eq!(m.step(secs(4), running_pod()), Action::OpenStream);
+}
+
+#[test]
+fn a_log_read_to_its_end_is_not_opened_again_while_the_pod_still_looks_running() {
+    let mut m = machine();
+    assert_eq!(m.step(secs(1), running_pod()), Action::OpenStream);
+    assert_eq!(m.step(secs(1), Event::StreamOpened), Action::Wait);
+    // The stream ended with the trailer before the watch saw the container end.
+    assert_eq!(
+        m.step(secs(2), Event::StreamEnded { drained: true }),
+        Action::Check
+    );
+    assert_eq!(m.step(secs(2), running_pod()), Action::Wait);
+    assert_eq!(m.step(secs(3), running_pod()), Action::Wait);
+    let ended = m.step(
+        secs(3),
+        pod(PodState::Terminated {
+            exit_code: 0,
+            reason: "Completed".into(),
+            message: String::new(),
+        }),
+    );
+    assert!(matches!(ended, Action::Conclude(_)), "{ended:?}");
 }
 
 #[test]

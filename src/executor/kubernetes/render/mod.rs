@@ -1,5 +1,7 @@
-//! Renders one attempt of a job into its Kubernetes objects: a ConfigMap (code, lock, wrapper,
-//! `job.json`), a Secret (args, nonce, job token) and a `batch/v1` Job. Pure and deterministic:
+//! Renders one attempt of a job into its Kubernetes objects: a Secret (code, lock, wrapper,
+//! `job.json`, args, nonce, job token) and a `batch/v1` Job. One object for code and args, so an
+//! attempt costs two creates: the code is no less private than the args it runs with, and the pod
+//! mounts the code keys and the args keys as two directories. Pure and deterministic:
 //! the same job, attempt and nonce give byte-identical objects (maps are ordered, nothing reads
 //! the clock). The pod inside the Job is rendered by `pod`.
 
@@ -10,7 +12,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{Job as KubeJob, JobSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::config::Settings;
@@ -43,9 +45,7 @@ const DEADLINE_MARGIN_S: u64 = 60;
 /// One attempt's objects.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Objects {
-    /// Code, lock, wrapper and `job.json`.
-    pub config_map: ConfigMap,
-    /// Args, nonce, job token.
+    /// Code, lock, wrapper and `job.json`; args, nonce, job token and the script's `envs`.
     pub secret: Secret,
     /// The Job.
     pub job: KubeJob,
@@ -70,7 +70,7 @@ pub async fn apply_plugins(
             ),
         )
     };
-    let context = crate::plugins::context(job, pod, attempt, &objects.config_map);
+    let context = crate::plugins::context(job, pod, attempt);
     let mut value = serde_json::to_value(&objects.job).map_err(|e| internal(e.to_string()))?;
     let gpu_resource = pod.gpu_resource.value.clone();
     let plugins = plugins.clone();
@@ -114,7 +114,7 @@ pub fn decide_first_attempt(
         base_url: None,
     };
     let objects = render(job, &cx);
-    let context = crate::plugins::context(job, pod, 1, &objects.config_map);
+    let context = crate::plugins::context(job, pod, 1);
     let mut value = serde_json::to_value(&objects.job).unwrap_or_default();
     let verdict = plugins.apply(&context, &mut value, &pod.gpu_resource.value);
     (verdict, value)
@@ -195,8 +195,9 @@ pub fn render(job: &Job, cx: &Context<'_>) -> Objects {
         ..ObjectMeta::default()
     };
 
-    let config_map = config_map(job, settings, meta.clone());
-    let secret = secret(job, cx, meta.clone());
+    let code = code_files(job, settings);
+    let code_keys: Vec<String> = code.keys().cloned().collect();
+    let secret = secret(job, cx, meta.clone(), code);
     let mut job_meta = meta;
     if let Some(queue) = &cx.pod.local_queue {
         job_meta
@@ -215,14 +216,13 @@ pub fn render(job: &Job, cx: &Context<'_>) -> Objects {
             ttl_seconds_after_finished: Some(
                 i32::try_from(settings.executor.ttl_after_finished.0.as_secs()).unwrap_or(i32::MAX),
             ),
-            template: pod::template(job, cx, &labels, &annotations),
+            template: pod::template(job, cx, &labels, &annotations, &code_keys),
             ..JobSpec::default()
         }),
         ..KubeJob::default()
     };
     suspend_for_kueue(&mut job_object);
     Objects {
-        config_map,
         secret,
         job: job_object,
     }
@@ -250,8 +250,9 @@ pub fn suspend_for_kueue(job: &mut KubeJob) {
     }
 }
 
-/// The ConfigMap: `job.json` for the runner, the code, the lock and the language's wrapper.
-fn config_map(job: &Job, settings: &Settings, metadata: ObjectMeta) -> ConfigMap {
+/// The files of `/flext/job`: `job.json` for the runner, the code, the lock and the language's
+/// wrapper, by their Secret key (also their file name).
+fn code_files(job: &Job, settings: &Settings) -> BTreeMap<String, String> {
     let language = job.language.as_ref().map_or("", |l| l.as_str());
     let main_file = runner::main_file(language).unwrap_or("main.txt");
     let spec = RunnerSpec {
@@ -274,11 +275,7 @@ fn config_map(job: &Job, settings: &Settings, metadata: ObjectMeta) -> ConfigMap
     if let Some((file, text)) = runner::wrapper(language) {
         data.insert(file.to_owned(), text.to_owned());
     }
-    ConfigMap {
-        metadata,
-        data: Some(data),
-        ..ConfigMap::default()
-    }
+    data
 }
 
 /// The Secret's key of one of the script's `envs`.
@@ -286,9 +283,21 @@ fn script_env_key(name: &str) -> String {
     format!("env.{name}")
 }
 
-/// The Secret: args, nonce, the job token and the script's `envs`.
-fn secret(job: &Job, cx: &Context<'_>, metadata: ObjectMeta) -> Secret {
-    let mut secret_data = BTreeMap::from([
+/// The Secret keys the pod mounts at `/flext/secret` (the others reach it as environment).
+pub(super) const SECRET_FILES: [&str; 2] = ["args.json", "nonce"];
+
+/// The Secret: the code files, args, nonce, the job token and the script's `envs`.
+fn secret(
+    job: &Job,
+    cx: &Context<'_>,
+    metadata: ObjectMeta,
+    code: BTreeMap<String, String>,
+) -> Secret {
+    let mut secret_data: BTreeMap<String, ByteString> = code
+        .into_iter()
+        .map(|(key, text)| (key, ByteString(text.into_bytes())))
+        .collect();
+    secret_data.extend([
         (
             "args.json".to_owned(),
             ByteString(
@@ -314,11 +323,10 @@ fn secret(job: &Job, cx: &Context<'_>, metadata: ObjectMeta) -> Secret {
     }
 }
 
-/// The objects as one YAML stream (ConfigMap, Secret, Job), for `flext-kubernetes render`.
+/// The objects as one YAML stream (Secret, Job), for `flext-kubernetes render`.
 pub fn to_yaml(objects: &Objects) -> Result<String, serde_yaml_ng::Error> {
     Ok(format!(
-        "{}---\n{}---\n{}",
-        serde_yaml_ng::to_string(&objects.config_map)?,
+        "{}---\n{}",
         serde_yaml_ng::to_string(&objects.secret)?,
         serde_yaml_ng::to_string(&objects.job)?
     ))
@@ -418,7 +426,7 @@ mod tests {
         );
         assert!(
             !objects
-                .config_map
+                .secret
                 .metadata
                 .labels
                 .as_ref()
@@ -574,17 +582,13 @@ mod tests {
         let (objects, _) = rendered("def main(x, b):\n    return x\n", "n");
         let name = objects.job.metadata.name.clone().unwrap();
         assert!(name.starts_with("wm-") && name.ends_with("-2"), "{name}");
-        for meta in [
-            &objects.job.metadata,
-            &objects.config_map.metadata,
-            &objects.secret.metadata,
-        ] {
+        for meta in [&objects.job.metadata, &objects.secret.metadata] {
             let labels = meta.labels.as_ref().unwrap();
             assert_eq!(labels[LABEL_MANAGED_BY], MANAGER);
             assert_eq!(labels[LABEL_ATTEMPT], "2");
             assert_eq!(meta.name.as_ref(), Some(&name));
         }
-        let data = objects.config_map.data.unwrap();
+        let data = objects.secret.data.unwrap();
         assert!(
             data.contains_key("main.py")
                 && data.contains_key("wrapper.py")

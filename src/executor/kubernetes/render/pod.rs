@@ -4,17 +4,18 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapEnvSource, ConfigMapVolumeSource, Container,
-    EmptyDirVolumeSource, EnvFromSource, PersistentVolumeClaimVolumeSource, PodAffinityTerm,
-    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
-    SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext, Toleration,
-    TopologySpreadConstraint, Volume, VolumeMount, WeightedPodAffinityTerm,
+    Affinity, Capabilities, ConfigMapEnvSource, Container, EmptyDirVolumeSource, EnvFromSource,
+    KeyToPath, PersistentVolumeClaimVolumeSource, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
+    SecretEnvSource, SecretVolumeSource, SecurityContext, Toleration, TopologySpreadConstraint,
+    Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use super::{
-    Context, LABEL_MANAGED_BY, LABEL_SCRIPT, MAIN_CONTAINER, MANAGER, RUNNER_CONTAINER, object_name,
+    Context, LABEL_MANAGED_BY, LABEL_SCRIPT, MAIN_CONTAINER, MANAGER, RUNNER_CONTAINER,
+    SECRET_FILES, object_name,
 };
 use crate::config::Settings;
 use crate::domain::Job;
@@ -25,12 +26,13 @@ use crate::runner;
 const RUN_AS: i64 = 65532;
 
 /// The pod template of one attempt; `labels` and `annotations` are the attempt's own (ours win
-/// over the hints').
+/// over the hints'); `code_keys` are the Secret's keys of `/flext/job`.
 pub(super) fn template(
     job: &Job,
     cx: &Context<'_>,
     labels: &BTreeMap<String, String>,
     annotations: &BTreeMap<String, String>,
+    code_keys: &[String],
 ) -> PodTemplateSpec {
     let settings = cx.settings;
     let pod = cx.pod;
@@ -41,7 +43,7 @@ pub(super) fn template(
     let mut pod_annotations = values(&pod.annotations);
     pod_annotations.extend(annotations.clone());
 
-    let (volumes, mounts) = volumes(&object_name(job, cx.attempt), pod);
+    let (volumes, mounts) = volumes(&object_name(job, cx.attempt), pod, code_keys);
     let main = main_container(job, cx, mounts);
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -91,25 +93,29 @@ fn values(map: &BTreeMap<String, hints::Sourced<String>>) -> BTreeMap<String, St
         .collect()
 }
 
-/// The volumes of the pod, and the main container's mounts of them.
-fn volumes(name: &str, pod: &PodSettings) -> (Vec<Volume>, Vec<VolumeMount>) {
+/// The volumes of the pod, and the main container's mounts of them. The attempt's one Secret is
+/// two volumes: its code keys at `/flext/job`, its args and nonce at `/flext/secret`.
+fn volumes(name: &str, pod: &PodSettings, code_keys: &[String]) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let keys = |volume: &str, keys: Vec<&str>| Volume {
+        name: volume.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(name.to_owned()),
+            items: Some(
+                keys.into_iter()
+                    .map(|key| KeyToPath {
+                        key: key.to_owned(),
+                        path: key.to_owned(),
+                        mode: None,
+                    })
+                    .collect(),
+            ),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
     let mut volumes = vec![
-        Volume {
-            name: "job".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: name.to_owned(),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        Volume {
-            name: "secret".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(name.to_owned()),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
+        keys("job", code_keys.iter().map(String::as_str).collect()),
+        keys("secret", SECRET_FILES.to_vec()),
         empty_dir("bin", None),
         empty_dir("work", None),
         empty_dir("tmp", None),

@@ -88,9 +88,14 @@ impl PodWatch {
     }
 
     fn apply(&self, event: Event<Pod>) {
-        // Managed fields are the bulk of a pod object and nothing here reads them: with a
-        // thousand jobs in flight they would dominate the worker's memory.
-        let event = event.modify(|pod| pod.metadata.managed_fields = None);
+        // Only the labels, name, creation time and status are read (`classify`, `follow`): the
+        // spec and the managed fields are the bulk of a pod object, and with a thousand jobs in
+        // flight they would dominate the worker's memory.
+        let event = event.modify(|pod| {
+            pod.metadata.managed_fields = None;
+            pod.metadata.annotations = None;
+            pod.spec = None;
+        });
         let mut woken = Vec::new();
         {
             let mut inner = self.lock();

@@ -78,8 +78,9 @@ const PREFECT_SPACING: Duration = Duration::from_secs(3);
 const OUR_SPACING: Duration = Duration::from_secs(1);
 const BURST_RUNS: usize = 50;
 const POLL: Duration = Duration::from_millis(50);
-/// Bound on waiting for the results of one phase part, after its last submission.
-const RESULT_LIMIT: Duration = Duration::from_secs(300);
+/// Bound on waiting for the results of one phase part, after its last submission: 50 Prefect pods
+/// at once on 2 busy cores took over 5 minutes (26 of 50 done after 300 s beside a CI run).
+const RESULT_LIMIT: Duration = Duration::from_secs(600);
 const START_LIMIT: Duration = Duration::from_secs(120);
 
 fn main() {
@@ -626,7 +627,11 @@ impl<'a> Prefect<'a> {
             api: &setup.api,
             deployment: &self.deployment,
         };
-        let phase = timed_phase(setup, client, seen, &target, &label, PREFECT_SPACING, worker.pid(), None).await;
+        // 50 Prefect pods at once take minutes on a busy 2-core machine: the defaults' burst can be
+        // left out (the fastest settings' burst always runs), and the table says so.
+        let skip_burst = extra.is_empty()
+            && std::env::var("FLEXT_PEERS_SKIP_PREFECT_DEFAULTS_BURST").as_deref() == Ok("1");
+        let phase = timed_phase(setup, client, seen, &target, &label, PREFECT_SPACING, worker.pid(), None, skip_burst).await;
         worker.assert_running();
         drop(worker);
         // Prefect's Jobs stay (no TTL by default): remove them, uncounted, before the next phase.
@@ -662,6 +667,7 @@ async fn timed_phase(
     spacing: Duration,
     worker_pid: u32,
     own_metrics: Option<u16>,
+    skip_burst: bool,
 ) -> Phase {
     let before = ApiCounts::scrape(client).await;
     let own_before = match own_metrics {
@@ -672,10 +678,15 @@ async fn timed_phase(
     let server_before = setup.prefect_server_pid.map(cpu_seconds);
     println!("   {LATENCY_RUNS} runs, {} ms apart", spacing.as_millis());
     let latency = measure(target, seen, LATENCY_RUNS, spacing, label).await;
-    println!("   {BURST_RUNS} runs at once");
-    let burst = measure(target, seen, BURST_RUNS, Duration::ZERO, label).await;
-    let first = burst.iter().map(|s| s.submitted).min().unwrap();
-    let last = burst.iter().map(|s| s.done).max().unwrap();
+    let burst = if skip_burst {
+        println!("   {BURST_RUNS} runs at once: skipped (FLEXT_PEERS_SKIP_PREFECT_DEFAULTS_BURST=1)");
+        Vec::new()
+    } else {
+        println!("   {BURST_RUNS} runs at once");
+        measure(target, seen, BURST_RUNS, Duration::ZERO, label).await
+    };
+    let first = burst.iter().map(|s| s.submitted).min();
+    let last = burst.iter().map(|s| s.done).max();
     // Requests that follow a result (a worker's clean-up) belong to the phase.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = ApiCounts::scrape(client).await;
@@ -683,13 +694,13 @@ async fn timed_phase(
         Some(port) => Some(own_requests(port).await),
         None => None,
     };
-    let runs = LATENCY_RUNS + BURST_RUNS;
+    let runs = LATENCY_RUNS + burst.len();
     Phase {
         side: "",
         settings: String::new(),
         latency,
         burst,
-        burst_seconds: (last - first).as_secs_f64(),
+        burst_seconds: first.zip(last).map_or(f64::NAN, |(f, l)| (l - f).as_secs_f64()),
         api: after.minus(&before),
         runs,
         own_requests: own_before.zip(own_after).map(|(b, a)| (a - b) / runs as f64),
@@ -749,7 +760,7 @@ async fn ours(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let target = Target::Ours { pool };
-    let phase = timed_phase(setup, client, seen, &target, &label, OUR_SPACING, worker.pid(), Some(port)).await;
+    let phase = timed_phase(setup, client, seen, &target, &label, OUR_SPACING, worker.pid(), Some(port), false).await;
     worker.assert_running();
     drop(worker);
     Phase {
@@ -914,7 +925,9 @@ fn print_table(phases: &[Phase], import: Duration) {
     row("submitted → Kubernetes Job created  p99", &|i| show(figs[i].created.1));
     row("submitted → result recorded         p50", &|i| show(figs[i].done.0));
     row("submitted → result recorded         p99", &|i| show(figs[i].done.1));
-    row(&format!("runs/s, {BURST_RUNS} at once"), &|i| format!("{:.2}", figs[i].rate));
+    row(&format!("runs/s, {BURST_RUNS} at once"), &|i| {
+        if figs[i].rate.is_nan() { "not run".into() } else { format!("{:.2}", figs[i].rate) }
+    });
     row("apiserver requests/run, all clients", &|i| format!("{:.1}", phases[i].api.total() / phases[i].runs as f64));
     row("apiserver requests/run, worker-only kinds", &|i| format!("{:.1}", phases[i].api.by_workers() / phases[i].runs as f64));
     row("  (ours: its own count, all requests)", &|i| phases[i].own_requests.map_or("—".into(), |n| format!("{n:.1}")));

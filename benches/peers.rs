@@ -836,7 +836,9 @@ fn worker_made(verb: &str, resource: &str, subresource: &str) -> bool {
     match (resource, subresource) {
         ("jobs", "") => matches!(verb, "POST" | "GET" | "LIST" | "WATCH" | "DELETE" | "DELETECOLLECTION"),
         ("pods", "") => matches!(verb, "LIST" | "WATCH"),
-        ("pods", "log") | ("namespaces", "") => verb == "GET",
+        // Following a pod's log is a CONNECT of pods/log (the apiserver proxies it to the node).
+        ("pods", "log") => matches!(verb, "GET" | "CONNECT"),
+        ("namespaces", "") => verb == "GET",
         ("configmaps" | "secrets", "") => verb == "POST",
         _ => false,
     }
@@ -950,12 +952,12 @@ fn print_table(phases: &[Phase], import: Duration) {
         let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
         writeln!(
             out,
-            "  at {what:<8}: Job created p50 {:.0}×, p99 {:.0}×; result recorded p50 {:.1}×, p99 {:.1}×; jobs/s {:.1}×",
+            "  at {what:<8}: Job created p50 {:.0}×, p99 {:.0}×; result recorded p50 {:.1}×, p99 {:.1}×; jobs/s {}",
             ratio(p.created.0, o.created.0),
             ratio(p.created.1, o.created.1),
             ratio(p.done.0, o.done.0),
             ratio(p.done.1, o.done.1),
-            o.rate / p.rate,
+            if p.rate.is_nan() { "(Prefect's burst not run)".to_owned() } else { format!("{:.1}×", o.rate / p.rate) },
         )
         .unwrap();
     }

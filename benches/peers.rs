@@ -67,7 +67,8 @@ const PREFECT_NAMESPACE: &str = "default";
 const OUR_NAMESPACE: &str = "peers-ours";
 
 /// The trivial flow: one function, no tasks.
-const FLOW: &str = "from prefect import flow\n\n\n@flow\ndef trivial():\n    return {\"ok\": True}\n";
+const FLOW: &str =
+    "from prefect import flow\n\n\n@flow\ndef trivial():\n    return {\"ok\": True}\n";
 /// The trivial Windmill script: Bash whose last line is its result.
 const SCRIPT: &str = "echo '{\"ok\": true}'\n";
 
@@ -493,7 +494,7 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let group = nix::unistd::Pid::from_raw(self.child.id().cast_signed());
         let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
         // Prefect's worker takes its time over SIGTERM: 5 s, then SIGKILL.
         for _ in 0..50 {
@@ -514,10 +515,7 @@ fn cpu_seconds(pid: u32) -> f64 {
     };
     // Fields after the command (which may hold spaces) in parentheses.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<f64> = rest
-        .split(' ')
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
+    let fields: Vec<f64> = rest.split(' ').map(|f| f.parse().unwrap_or(0.0)).collect();
     // utime, stime, cutime, cstime are fields 14..17 (1-based) of the whole line.
     let ticks: f64 = fields[11..15].iter().sum();
     // USER_HZ: 100 on Linux for every architecture this runs on.
@@ -535,7 +533,14 @@ impl<'a> Prefect<'a> {
         // The work pool with the Kubernetes worker's default base job template (the CLI takes it
         // from prefect-kubernetes).
         let out = Command::new(setup.venv.join("bin/prefect"))
-            .args(["work-pool", "create", PREFECT_POOL, "--type", "kubernetes", "--overwrite"])
+            .args([
+                "work-pool",
+                "create",
+                PREFECT_POOL,
+                "--type",
+                "kubernetes",
+                "--overwrite",
+            ])
             .env("PREFECT_API_URL", api)
             .env("PREFECT_HOME", setup.dir.join("prefect-home"))
             .output()
@@ -579,11 +584,22 @@ impl<'a> Prefect<'a> {
         extra: &[(&str, &str)],
     ) -> Phase {
         let label = format!("Prefect ({name})");
-        println!("== {label}: starting `prefect worker start --pool {PREFECT_POOL} --type kubernetes` {extra:?}");
+        println!(
+            "== {label}: starting `prefect worker start --pool {PREFECT_POOL} --type kubernetes` {extra:?}"
+        );
         let worker_name = format!("peers-{name}");
         let mut command = Command::new(setup.venv.join("bin/prefect"));
         command
-            .args(["worker", "start", "--pool", PREFECT_POOL, "--type", "kubernetes", "--name", &worker_name])
+            .args([
+                "worker",
+                "start",
+                "--pool",
+                PREFECT_POOL,
+                "--type",
+                "kubernetes",
+                "--name",
+                &worker_name,
+            ])
             .env("PREFECT_API_URL", &setup.api)
             .env("PREFECT_HOME", setup.dir.join("prefect-home"));
         for (k, v) in extra {
@@ -631,12 +647,26 @@ impl<'a> Prefect<'a> {
         // left out (the fastest settings' burst always runs), and the table says so.
         let skip_burst = extra.is_empty()
             && std::env::var("FLEXT_PEERS_SKIP_PREFECT_DEFAULTS_BURST").as_deref() == Ok("1");
-        let phase = timed_phase(setup, client, seen, &target, &label, PREFECT_SPACING, worker.pid(), None, skip_burst).await;
+        let phase = timed_phase(
+            setup,
+            client,
+            seen,
+            &target,
+            &label,
+            PREFECT_SPACING,
+            worker.pid(),
+            None,
+            skip_burst,
+        )
+        .await;
         worker.assert_running();
         drop(worker);
         // Prefect's Jobs stay (no TTL by default): remove them, uncounted, before the next phase.
         Api::<KubeJob>::namespaced(client.clone(), PREFECT_NAMESPACE)
-            .delete_collection(&DeleteParams::background(), &ListParams::default().labels(PREFECT_LABEL))
+            .delete_collection(
+                &DeleteParams::background(),
+                &ListParams::default().labels(PREFECT_LABEL),
+            )
             .await
             .expect("delete Prefect's Jobs");
         Phase {
@@ -679,7 +709,9 @@ async fn timed_phase(
     println!("   {LATENCY_RUNS} runs, {} ms apart", spacing.as_millis());
     let latency = measure(target, seen, LATENCY_RUNS, spacing, label).await;
     let burst = if skip_burst {
-        println!("   {BURST_RUNS} runs at once: skipped (FLEXT_PEERS_SKIP_PREFECT_DEFAULTS_BURST=1)");
+        println!(
+            "   {BURST_RUNS} runs at once: skipped (FLEXT_PEERS_SKIP_PREFECT_DEFAULTS_BURST=1)"
+        );
         Vec::new()
     } else {
         println!("   {BURST_RUNS} runs at once");
@@ -700,10 +732,14 @@ async fn timed_phase(
         settings: String::new(),
         latency,
         burst,
-        burst_seconds: first.zip(last).map_or(f64::NAN, |(f, l)| (l - f).as_secs_f64()),
+        burst_seconds: first
+            .zip(last)
+            .map_or(f64::NAN, |(f, l)| (l - f).as_secs_f64()),
         api: after.minus(&before),
         runs,
-        own_requests: own_before.zip(own_after).map(|(b, a)| (a - b) / runs as f64),
+        own_requests: own_before
+            .zip(own_after)
+            .map(|(b, a)| (a - b) / runs as f64),
         worker_cpu: cpu_seconds(worker_pid) - cpu_before,
         server_cpu: setup
             .prefect_server_pid
@@ -735,7 +771,11 @@ async fn ours(
     println!(
         "== {label}: starting `flext-kubernetes run --config {}`{}",
         path.display(),
-        if extra.is_empty() { String::new() } else { format!(" with\n{}", extra.trim_end()) }
+        if extra.is_empty() {
+            String::new()
+        } else {
+            format!(" with\n{}", extra.trim_end())
+        }
     );
     let port = common::scrape::free_port();
     let mut command = Command::new(&setup.worker_bin);
@@ -745,7 +785,12 @@ async fn ours(
         .env("FLEXT_DATABASE_URL", db_url)
         .env("FLEXT__WORKER__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn");
-    let mut worker = Process::spawn(command, &format!("our worker ({name})"), &setup.dir, &format!("ours-{name}.log"));
+    let mut worker = Process::spawn(
+        command,
+        &format!("our worker ({name})"),
+        &setup.dir,
+        &format!("ours-{name}.log"),
+    );
     let started = Instant::now();
     loop {
         worker.assert_running();
@@ -760,7 +805,18 @@ async fn ours(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let target = Target::Ours { pool };
-    let phase = timed_phase(setup, client, seen, &target, &label, OUR_SPACING, worker.pid(), Some(port), false).await;
+    let phase = timed_phase(
+        setup,
+        client,
+        seen,
+        &target,
+        &label,
+        OUR_SPACING,
+        worker.pid(),
+        Some(port),
+        false,
+    )
+    .await;
     worker.assert_running();
     drop(worker);
     Phase {
@@ -795,7 +851,10 @@ impl ApiCounts {
             .await
             .expect("scrape the apiserver's /metrics");
         let mut counts = BTreeMap::new();
-        for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("apiserver_request_total{"))
+        {
             let (labels, value) = line.rsplit_once(' ').unwrap();
             let labels = &labels["apiserver_request_total{".len()..labels.len() - 1];
             let label: HashMap<&str, &str> = labels
@@ -812,7 +871,10 @@ impl ApiCounts {
             );
             *counts.entry(key).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
         }
-        assert!(!counts.is_empty(), "the apiserver's /metrics has no apiserver_request_total");
+        assert!(
+            !counts.is_empty(),
+            "the apiserver's /metrics has no apiserver_request_total"
+        );
         Self(counts)
     }
 
@@ -834,7 +896,10 @@ impl ApiCounts {
 /// a GET of a pod, ConfigMap or Secret is counted as theirs even when a worker made it.
 fn worker_made(verb: &str, resource: &str, subresource: &str) -> bool {
     match (resource, subresource) {
-        ("jobs", "") => matches!(verb, "POST" | "GET" | "LIST" | "WATCH" | "DELETE" | "DELETECOLLECTION"),
+        ("jobs", "") => matches!(
+            verb,
+            "POST" | "GET" | "LIST" | "WATCH" | "DELETE" | "DELETECOLLECTION"
+        ),
         ("pods", "") => matches!(verb, "LIST" | "WATCH"),
         // Following a pod's log is a CONNECT of pods/log (the apiserver proxies it to the node).
         ("pods", "log") => matches!(verb, "GET" | "CONNECT"),
@@ -863,7 +928,11 @@ impl ApiDelta {
         rows.iter()
             .map(|((v, r, s), n)| {
                 let mark = if worker_made(v, r, s) { "*" } else { "" };
-                let res = if s.is_empty() { r.clone() } else { format!("{r}/{s}") };
+                let res = if s.is_empty() {
+                    r.clone()
+                } else {
+                    format!("{r}/{s}")
+                };
                 format!("{mark}{v} {res} {:.2}", *n / runs as f64)
             })
             .collect::<Vec<_>>()
@@ -892,10 +961,17 @@ struct Figures {
 }
 
 fn figures(phase: &Phase) -> Figures {
-    let mut created: Vec<Duration> = phase.latency.iter().map(|s| s.created.saturating_duration_since(s.submitted)).collect();
+    let mut created: Vec<Duration> = phase
+        .latency
+        .iter()
+        .map(|s| s.created.saturating_duration_since(s.submitted))
+        .collect();
     let mut done: Vec<Duration> = phase.latency.iter().map(|s| s.done - s.submitted).collect();
     Figures {
-        created: (percentile(&mut created, 0.5), percentile(&mut created, 0.99)),
+        created: (
+            percentile(&mut created, 0.5),
+            percentile(&mut created, 0.99),
+        ),
         done: (percentile(&mut done, 0.5), percentile(&mut done, 0.99)),
         rate: phase.burst.len() as f64 / phase.burst_seconds,
     }
@@ -923,21 +999,46 @@ fn print_table(phases: &[Phase], import: Duration) {
         }
         writeln!(out).unwrap();
     };
-    row("submitted → Kubernetes Job created  p50", &|i| show(figs[i].created.0));
-    row("submitted → Kubernetes Job created  p99", &|i| show(figs[i].created.1));
-    row("submitted → result recorded         p50", &|i| show(figs[i].done.0));
-    row("submitted → result recorded         p99", &|i| show(figs[i].done.1));
+    row("submitted → Kubernetes Job created  p50", &|i| {
+        show(figs[i].created.0)
+    });
+    row("submitted → Kubernetes Job created  p99", &|i| {
+        show(figs[i].created.1)
+    });
+    row("submitted → result recorded         p50", &|i| {
+        show(figs[i].done.0)
+    });
+    row("submitted → result recorded         p99", &|i| {
+        show(figs[i].done.1)
+    });
     row(&format!("runs/s, {BURST_RUNS} at once"), &|i| {
-        if figs[i].rate.is_nan() { "not run".into() } else { format!("{:.2}", figs[i].rate) }
+        if figs[i].rate.is_nan() {
+            "not run".into()
+        } else {
+            format!("{:.2}", figs[i].rate)
+        }
     });
-    row("apiserver requests/run, all clients", &|i| format!("{:.1}", phases[i].api.total() / phases[i].runs as f64));
-    row("apiserver requests/run, worker-only kinds", &|i| format!("{:.1}", phases[i].api.by_workers() / phases[i].runs as f64));
-    row("  (ours: its own count, all requests)", &|i| phases[i].own_requests.map_or("—".into(), |n| format!("{n:.1}")));
-    row("worker process CPU s/run", &|i| format!("{:.3}", phases[i].worker_cpu / phases[i].runs as f64));
-    row("Prefect server CPU s/run", &|i| match (phases[i].side, phases[i].server_cpu) {
-        ("Prefect", Some(c)) => format!("{:.3}", c / phases[i].runs as f64),
-        _ => "—".into(),
+    row("apiserver requests/run, all clients", &|i| {
+        format!("{:.1}", phases[i].api.total() / phases[i].runs as f64)
     });
+    row("apiserver requests/run, worker-only kinds", &|i| {
+        format!("{:.1}", phases[i].api.by_workers() / phases[i].runs as f64)
+    });
+    row("  (ours: its own count, all requests)", &|i| {
+        phases[i]
+            .own_requests
+            .map_or("—".into(), |n| format!("{n:.1}"))
+    });
+    row("worker process CPU s/run", &|i| {
+        format!("{:.3}", phases[i].worker_cpu / phases[i].runs as f64)
+    });
+    row(
+        "Prefect server CPU s/run",
+        &|i| match (phases[i].side, phases[i].server_cpu) {
+            ("Prefect", Some(c)) => format!("{:.3}", c / phases[i].runs as f64),
+            _ => "—".into(),
+        },
+    );
 
     // Ratios at each side's fastest settings (and at defaults, the design's target).
     let find = |side: &str, settings_default: bool| {
@@ -946,9 +1047,16 @@ fn print_table(phases: &[Phase], import: Duration) {
             .position(|p| p.side == side && (p.settings == "defaults") == settings_default)
             .unwrap()
     };
-    writeln!(out, "\nPrefect ÷ ours (higher: ours is better; jobs/s: ours ÷ Prefect)").unwrap();
+    writeln!(
+        out,
+        "\nPrefect ÷ ours (higher: ours is better; jobs/s: ours ÷ Prefect)"
+    )
+    .unwrap();
     for (what, default) in [("fastest", false), ("defaults", true)] {
-        let (p, o) = (&figs[find("Prefect", default)], &figs[find("flext-kubernetes", default)]);
+        let (p, o) = (
+            &figs[find("Prefect", default)],
+            &figs[find("flext-kubernetes", default)],
+        );
         let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
         writeln!(
             out,
@@ -962,9 +1070,20 @@ fn print_table(phases: &[Phase], import: Duration) {
         .unwrap();
     }
 
-    writeln!(out, "\napiserver requests per run by verb and resource (* = counted as worker-only):").unwrap();
+    writeln!(
+        out,
+        "\napiserver requests per run by verb and resource (* = counted as worker-only):"
+    )
+    .unwrap();
     for p in phases {
-        writeln!(out, "  {} ({}): {}", p.side, p.settings, p.api.listing(p.runs)).unwrap();
+        writeln!(
+            out,
+            "  {} ({}): {}",
+            p.side,
+            p.settings,
+            p.api.listing(p.runs)
+        )
+        .unwrap();
     }
 
     writeln!(out, "\nWhat makes the comparison uneven:").unwrap();
@@ -1008,7 +1127,11 @@ fn python_import_time(venv: &Path) -> Duration {
                 .current_dir("/")
                 .status()
                 .expect("run the venv's Python");
-            assert!(status.success(), "`python -c 'import prefect'` failed in {}", venv.display());
+            assert!(
+                status.success(),
+                "`python -c 'import prefect'` failed in {}",
+                venv.display()
+            );
             t.elapsed()
         })
         .collect();
@@ -1021,8 +1144,10 @@ async fn drop_database(name: &str) {
         .connect(&common::admin_url())
         .await
         .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
 }

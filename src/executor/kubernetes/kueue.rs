@@ -10,9 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
-use std::time::Duration;
 
-use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
@@ -94,27 +92,14 @@ impl AdmissionWatch {
     }
 
     fn spawn(&self) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let stream = watcher::watcher(this.api.clone(), watcher::Config::default());
-            let stream = kube::runtime::WatchStreamExt::default_backoff(stream);
-            futures::pin_mut!(stream);
-            loop {
-                let event = tokio::select! {
-                    event = stream.next() => event,
-                    () = this.stop.cancelled() => return,
-                };
-                match event {
-                    Some(Ok(event)) => this.apply(event),
-                    Some(Err(error)) => {
-                        tracing::warn!(%error, "Kueue Workload watch error; the watcher retries with backoff");
-                        this.lock().error = Some(error.to_string());
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    None => return,
-                }
-            }
-        });
+        let (this, failing) = (self.clone(), self.clone());
+        super::watch::drive(
+            watcher::watcher(self.api.clone(), watcher::Config::default()),
+            "Kueue Workload",
+            self.stop.clone(),
+            move |event| this.apply(event),
+            move |error| failing.lock().error = Some(error.to_string()),
+        );
     }
 
     fn apply(&self, event: Event<DynamicObject>) {

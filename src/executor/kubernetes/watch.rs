@@ -81,9 +81,13 @@ impl PodWatch {
         let this = Self::default();
         let watch = this.clone();
         let config = watcher::Config::default().labels(selector);
-        drive(watcher::watcher(api, config), "pod", stop, move |event| {
-            watch.apply(event);
-        });
+        drive(
+            watcher::watcher(api, config),
+            "pod",
+            stop,
+            move |event| watch.apply(event),
+            |_| {},
+        );
         this
     }
 
@@ -189,13 +193,14 @@ impl PodWatch {
     }
 }
 
-/// Feeds a watcher's events to `apply` until `stop`, on a task of its own; the watcher restarts
-/// itself with backoff after an error.
-fn drive<K, S>(
+/// Feeds a watcher's events to `apply` and its errors to `failed` until `stop`, on a task of its
+/// own; the watcher restarts itself with backoff after an error.
+pub(super) fn drive<K, S>(
     stream: S,
     what: &'static str,
     stop: CancellationToken,
     mut apply: impl FnMut(Event<K>) + Send + 'static,
+    mut failed: impl FnMut(&watcher::Error) + Send + 'static,
 ) where
     K: Send + 'static,
     S: Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
@@ -212,6 +217,7 @@ fn drive<K, S>(
                 Some(Ok(event)) => apply(event),
                 Some(Err(error)) => {
                     tracing::warn!(%error, "{what} watch error; the watcher retries with backoff");
+                    failed(&error);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 None => return,
@@ -269,9 +275,13 @@ impl JobIndex {
         let index = this.clone();
         let api: Api<PartialObjectMeta<KubeJob>> = Api::namespaced(client, namespace);
         let config = watcher::Config::default().labels(selector);
-        drive(watcher::watcher(api, config), "Job", stop, move |event| {
-            index.apply(event);
-        });
+        drive(
+            watcher::watcher(api, config),
+            "Job",
+            stop,
+            move |event| index.apply(event),
+            |_| {},
+        );
         this
     }
 

@@ -699,13 +699,14 @@ impl Bare {
 
 /// The bench's Bash job as a worker would render it (attempt 1, its own nonce).
 fn bare_objects(config: &Config, namespace: &str) -> (Uuid, render::Objects) {
-    let job = Job::local(
+    let mut job = Job::local(
         std::path::Path::new("echo.sh"),
         ECHO.to_owned(),
         "bash",
         json!({"name": "bench"}),
         "k8s",
     );
+    job.id = flext_kubernetes::domain::JobId::new_v4();
     let pod = pod_settings(config, &job).expect("pod settings of the bench job");
     let args = job.args.as_object().cloned().unwrap_or_default();
     let nonce = Uuid::new_v4().simple().to_string();

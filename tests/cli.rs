@@ -236,7 +236,7 @@ async fn render_prints_a_queued_jobs_objects_with_secrets_hidden_and_creates_not
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("kind: ConfigMap")
+        !stdout.contains("kind: ConfigMap")
             && stdout.contains("kind: Secret")
             && stdout.contains("kind: Job"),
         "{stdout}"

@@ -89,6 +89,10 @@ pub enum Command {
         /// The dependency cache.
         #[arg(long, default_value = "/flext/cache")]
         cache_dir: PathBuf,
+        /// A warm pod: wait for the worker to hand over a job (its credential, the worker's CA
+        /// and the nonce in the secret directory), write it into the job directory, run it.
+        #[arg(long)]
+        warm: bool,
     },
 }
 
@@ -457,6 +461,13 @@ pub async fn render(
         .map_err(|f| anyhow::anyhow!("{}: {}", f.name, f.message))?;
     if config.settings.clusters().len() > 1 || pod.cluster.is_some() {
         println!("# runs on {}", placement.describe());
+    }
+    if !config.settings.warm_pools.is_empty() {
+        let language = job.language.as_ref().map_or("", |l| l.as_str());
+        println!(
+            "# start: {}",
+            kubernetes::warm::path_for(&config.settings, &job.tag, language, &pod)
+        );
     }
     let cx = render::Context {
         settings: &config.settings,

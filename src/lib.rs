@@ -46,6 +46,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod executor;
+pub mod handover;
 pub mod hints;
 pub mod http;
 pub mod logs;

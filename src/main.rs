@@ -35,6 +35,7 @@ async fn main() -> std::process::ExitCode {
             secret_dir,
             work_dir,
             cache_dir,
+            warm,
         } => {
             let paths = flext_kubernetes::runner::Paths {
                 job: job_dir,
@@ -42,7 +43,11 @@ async fn main() -> std::process::ExitCode {
                 work: work_dir,
                 cache: cache_dir,
             };
-            let code = flext_kubernetes::runner::run(&paths).await;
+            let code = if warm {
+                flext_kubernetes::runner::run_warm(&paths).await
+            } else {
+                flext_kubernetes::runner::run(&paths).await
+            };
             return std::process::ExitCode::from(u8::try_from(code).unwrap_or(2));
         }
     };

@@ -121,6 +121,28 @@ pub struct KubeMetrics {
     cluster_jobs: Family<ClusterLabels, Counter>,
     policy_decisions: Family<PolicyLabels, Counter>,
     policy_call: Family<PluginLabels, Histogram>,
+    warm_pods: Family<WarmLabels, Gauge>,
+    job_starts: Family<StartLabels, Counter>,
+}
+
+/// One warm pool's pods in one state.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WarmLabels {
+    /// The cluster's name.
+    pub cluster: String,
+    /// The pool (`warm_pools:` in the config: bounded).
+    pub pool: String,
+    /// `waiting` (its runner is calling for a job) or `starting`.
+    pub state: String,
+}
+
+/// How jobs started.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StartLabels {
+    /// The cluster's name.
+    pub cluster: String,
+    /// `warm` (handed to a waiting pod) or `cold` (a Job of its own).
+    pub path: String,
 }
 
 /// One policy plugin's decision.
@@ -158,6 +180,8 @@ impl Default for KubeMetrics {
             cluster_jobs: Family::default(),
             policy_decisions: Family::default(),
             policy_call: Family::new_with_constructor(plugin_histogram),
+            warm_pods: Family::default(),
+            job_starts: Family::default(),
         }
     }
 }
@@ -201,6 +225,29 @@ impl KubeMetrics {
         ClusterLabels {
             cluster: self.cluster.clone(),
         }
+    }
+
+    /// How many pods of a warm pool wait for a job, and how many are starting.
+    pub fn set_warm_pods(&self, pool: &str, waiting: usize, starting: usize) {
+        for (state, count) in [("waiting", waiting), ("starting", starting)] {
+            self.warm_pods
+                .get_or_create(&WarmLabels {
+                    cluster: self.cluster.clone(),
+                    pool: pool.to_owned(),
+                    state: state.to_owned(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// A job's first attempt started, on a warm pod or cold.
+    pub fn job_started(&self, warm: bool) {
+        self.job_starts
+            .get_or_create(&StartLabels {
+                cluster: self.cluster.clone(),
+                path: if warm { "warm" } else { "cold" }.to_owned(),
+            })
+            .inc();
     }
 
     /// Whether this cluster's API answers (and its watch synced).
@@ -311,6 +358,16 @@ impl KubeMetrics {
             "cluster_jobs",
             "Jobs placed on the cluster (claimed or adopted)",
             self.cluster_jobs.clone(),
+        );
+        registry.register(
+            "warm_pods",
+            "Pods of each warm pool not handed a job: waiting (their runner calls for one) or starting; they count against quotas like any pod",
+            self.warm_pods.clone(),
+        );
+        registry.register(
+            "job_starts",
+            "First attempts of jobs with warm pools configured, by path: warm (handed to a waiting pod) or cold (a Job of its own)",
+            self.job_starts.clone(),
         );
     }
 }

@@ -27,8 +27,9 @@ pub use crate::units::{ByteSize, HumanDuration};
 pub use env::{Env, OVERRIDE_PREFIX, ProcessEnv};
 pub use secret::{Secret, redact_url};
 pub use settings::{
-    ClusterSettings, DatabaseSettings, ExecutorKind, ExecutorSettings, JobTemplateSettings,
-    LogFormat, LogSettings, Settings, TelemetrySettings, WindmillSettings, WorkerSettings,
+    ClusterSettings, DatabaseSettings, ExecutorKind, ExecutorSettings, HandoverSettings,
+    JobTemplateSettings, LogFormat, LogSettings, Settings, TelemetrySettings, WarmPoolSettings,
+    WindmillSettings, WorkerSettings,
 };
 
 /// A result whose error is a configuration [`Error`].
@@ -147,6 +148,7 @@ impl Config {
         s.worker.validate()?;
         s.logs.validate()?;
         s.validate_clusters()?;
+        s.validate_warm_pools()?;
         s.hints()
             .validate()
             .map_err(|p| Error::invalid(&format!("runtime.config.{}", p.field), p.message))?;

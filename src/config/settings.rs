@@ -44,7 +44,39 @@ pub struct Settings {
     /// (`docs/plugins.md`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<crate::plugins::PluginSettings>,
+    /// Runner pods kept waiting for a tag's jobs, so that a matching job starts without a pod
+    /// start (`docs/warm-pools.md`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warm_pools: Vec<WarmPoolSettings>,
 }
+
+/// One entry of `warm_pools:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmPoolSettings {
+    /// The tag whose jobs the pool's pods take (its profile shapes them).
+    pub tag: String,
+    /// The language the pods are made for (its image and runner): required, an `Option` so that
+    /// leaving it out gets an error that says so.
+    #[serde(default)]
+    pub language: Option<String>,
+    /// How many pods wait at most.
+    pub size: u32,
+}
+
+impl WarmPoolSettings {
+    /// `tag` or `tag/language`: the pool's name in labels, logs and metrics.
+    #[must_use]
+    pub fn name(&self) -> String {
+        match &self.language {
+            Some(language) => format!("{}-{language}", self.tag),
+            None => self.tag.clone(),
+        }
+    }
+}
+
+/// Largest `warm_pools[].size`.
+pub const MAX_WARM_POOL_SIZE: u32 = 100;
 
 impl Settings {
     /// The clusters jobs run on, in order of preference: `clusters:`, else the one `cluster:`.
@@ -138,6 +170,119 @@ impl Settings {
                     Some(_) => {}
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Each warm pool names a claimed tag, a language the runner runs and a size in range, once;
+    /// its pods resolve (the tag's profile, no script hints) without a Kueue queue or a
+    /// script-keyed scheduling preset; policy plugins, which decide each job's pod, are not
+    /// combined with pools; and warm pods have an address to reach the worker at.
+    pub(super) fn validate_warm_pools(&self) -> Result<()> {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, pool) in self.warm_pools.iter().enumerate() {
+            let at = format!("runtime.config.warm_pools[{i}]");
+            if !self.windmill.tags.contains(&pool.tag) {
+                return Err(Error::invalid(
+                    &format!("{at}.tag"),
+                    format!(
+                        "`{}` is not one of windmill.tags {:?}: this worker never claims its jobs",
+                        pool.tag, self.windmill.tags
+                    ),
+                ));
+            }
+            if !(1..=MAX_WARM_POOL_SIZE).contains(&pool.size) {
+                return Err(Error::invalid(
+                    &format!("{at}.size"),
+                    format!(
+                        "{} is out of range: keep 1 to {MAX_WARM_POOL_SIZE} pods waiting (remove the pool for none)",
+                        pool.size
+                    ),
+                ));
+            }
+            let Some(language) = &pool.language else {
+                return Err(Error::invalid(
+                    &format!("{at}.language"),
+                    format!(
+                        "a pool's pods are made for one language (its image and runner): add `language:`, one of {}",
+                        crate::domain::LanguageInfo::runnable()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            };
+            if crate::runner::main_file(language).is_none() {
+                return Err(Error::invalid(
+                    &format!("{at}.language"),
+                    format!(
+                        "the runner does not run `{language}`; it runs {}",
+                        crate::domain::LanguageInfo::runnable()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            if !names.insert(pool.name()) {
+                return Err(Error::invalid(
+                    &at,
+                    format!(
+                        "a second pool for `{}`: give the first one the size you want",
+                        pool.name()
+                    ),
+                ));
+            }
+            let pod = crate::hints::resolve(
+                &self.hints(),
+                &pool.tag,
+                pool.language.as_deref().unwrap_or_default(),
+                "",
+                crate::hints::WindmillFields::default(),
+            )
+            .map_err(|e| Error::invalid(&at, format!("its pods do not resolve: {e}")))?;
+            if pod.local_queue.is_some() {
+                return Err(Error::invalid(
+                    &at,
+                    format!(
+                        "tag `{}` waits in a Kueue LocalQueue: Kueue admits Jobs, and a warm pod would bypass it; remove the pool or the profile's local_queue",
+                        pool.tag
+                    ),
+                ));
+            }
+            if !pod.affinity.is_empty() {
+                return Err(Error::invalid(
+                    &at,
+                    format!(
+                        "tag `{}`'s profile sets a scheduling preset keyed by script, which a pod made before its job cannot have; remove the pool or the preset",
+                        pool.tag
+                    ),
+                ));
+            }
+        }
+        if self.warm_pools.is_empty() {
+            return Ok(());
+        }
+        if !self.plugins.is_empty() {
+            return Err(Error::invalid(
+                "runtime.config.warm_pools",
+                "policy plugins decide each job's pod when the job is claimed, and a warm pod exists before its job: use warm pools or plugins, not both",
+            ));
+        }
+        let listen: std::net::SocketAddr = self.worker.handover.listen.parse().map_err(|e| {
+            Error::invalid(
+                "runtime.config.worker.handover.listen",
+                format!(
+                    "`{}` is not an address with a port ({e})",
+                    self.worker.handover.listen
+                ),
+            )
+        })?;
+        if self.worker.handover.advertise.is_none() && listen.ip().is_unspecified() {
+            return Err(Error::invalid(
+                "runtime.config.worker.handover.advertise",
+                format!(
+                    "warm pods need the address they reach this worker at, and `{listen}` listens on every interface: set it to the worker pod's IP (the Helm chart does: FLEXT__WORKER__HANDOVER__ADVERTISE=$(POD_IP)) or listen on one IP"
+                ),
+            ));
         }
         Ok(())
     }
@@ -331,6 +476,28 @@ pub struct WorkerSettings {
     pub shutdown_grace: HumanDuration,
     /// The HTTP endpoint (`/healthz`, `/readyz`, `/metrics`).
     pub http: HttpSettings,
+    /// The endpoint warm pods fetch their job from (used only with `warm_pools:`).
+    pub handover: HandoverSettings,
+}
+
+/// `worker.handover:` — where warm pods reach this worker (TLS, one-time credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandoverSettings {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: String,
+    /// The host or IP job pods reach this worker at (the chart sets the pod IP); its port is the
+    /// listening one. Required with `warm_pools:` unless `listen` names a specific IP.
+    pub advertise: Option<String>,
+}
+
+impl Default for HandoverSettings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9443".into(),
+            advertise: None,
+        }
+    }
 }
 
 /// `worker.http:` — the worker's HTTP endpoint.
@@ -375,6 +542,7 @@ impl Default for WorkerSettings {
             heartbeat_interval: HumanDuration(Duration::from_secs(5)),
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
             http: HttpSettings::default(),
+            handover: HandoverSettings::default(),
         }
     }
 }

@@ -248,3 +248,49 @@ fn the_default_settings_give_the_documented_pod() {
     assert_eq!(pod.timeout.value, Duration::from_secs(900));
     assert_eq!(pod.retries.value, 3);
 }
+
+#[test]
+fn warm_pools_name_a_claimed_tag_a_runnable_language_a_size_and_where_pods_reach_the_worker() {
+    let base = "windmill: {tags: [k8s]}\nworker: {handover: {listen: '127.0.0.1:0'}}\n";
+    let ok = Config::from_yaml(
+        &format!("{base}warm_pools: [{{tag: k8s, language: python3, size: 2}}]"),
+        &env(&[]),
+    )
+    .unwrap();
+    assert_eq!(ok.settings.warm_pools[0].name(), "k8s-python3");
+    for (pools, extra, wanted) in [
+        ("[{tag: other, size: 1}]", "", "is not one of windmill.tags"),
+        ("[{tag: k8s, language: bash, size: 0}]", "", "out of range"),
+        ("[{tag: k8s, size: 1}]", "", "add `language:`"),
+        (
+            "[{tag: k8s, language: cobol, size: 1}]",
+            "",
+            "does not run `cobol`",
+        ),
+        (
+            "[{tag: k8s, language: bash, size: 1}, {tag: k8s, language: bash, size: 2}]",
+            "",
+            "a second pool for `k8s-bash`",
+        ),
+        (
+            "[{tag: k8s, language: bash, size: 1}]",
+            "profiles: {k8s: {affinity: [anti-affinity]}}\n",
+            "scheduling preset",
+        ),
+    ] {
+        let error = Config::from_yaml(&format!("{base}{extra}warm_pools: {pools}"), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(wanted), "{pools}: {error}");
+    }
+    let everywhere = Config::from_yaml(
+        "windmill: {tags: [k8s]}\nwarm_pools: [{tag: k8s, language: bash, size: 1}]",
+        &env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        everywhere.contains("worker.handover.advertise") && everywhere.contains("POD_IP"),
+        "{everywhere}"
+    );
+}

@@ -109,22 +109,90 @@ struct Ended {
 /// Runs the job; returns the process exit code (0 success, 1 the job failed, 2 the runner could
 /// not start the job).
 pub async fn run(paths: &Paths) -> i32 {
-    let nonce = match std::fs::read_to_string(paths.secret.join("nonce")) {
-        Ok(n) => n.trim().to_owned(),
+    match read_nonce(paths) {
+        Some(nonce) => run_with(paths, &nonce, &[]).await,
+        None => 2,
+    }
+}
+
+/// A warm pod's runner: waits for the worker to hand it a job ([`crate::handover`]), lays the
+/// job's files out in the (writable) job directory and runs it as [`run`] does, with the job's
+/// environment. Silent while it waits: the pod's log is the job's.
+pub async fn run_warm(paths: &Paths) -> i32 {
+    let Some(nonce) = read_nonce(paths) else {
+        return 2;
+    };
+    let payload = match crate::handover::wait_for_job(&paths.secret).await {
+        Ok(payload) => payload,
+        Err(error) => {
+            eprintln!("flext runner: no job was handed to this warm pod: {error}");
+            return 2;
+        }
+    };
+    // The files and args go where the cold path mounts them; the args beside the code.
+    let laid_out = std::fs::create_dir_all(&paths.job).and_then(|()| {
+        for (name, text) in &payload.files {
+            if name.contains('/') || name.starts_with('.') {
+                continue;
+            }
+            std::fs::write(paths.job.join(name), text)?;
+        }
+        std::fs::write(paths.job.join("args.json"), &payload.args)
+    });
+    let job_paths = Paths {
+        secret: paths.job.clone(),
+        ..paths.clone()
+    };
+    if let Err(e) = laid_out {
+        let ended = runner_error(
+            "RunnerError",
+            format!("cannot write the job into {}: {e}", paths.job.display()),
+        );
+        return finish(
+            &job_paths,
+            &nonce,
+            ended,
+            u64::MAX,
+            Instant::now(),
+            &Stdout::process(),
+        )
+        .await;
+    }
+    run_with(&job_paths, &nonce, &payload.env).await
+}
+
+fn read_nonce(paths: &Paths) -> Option<String> {
+    match std::fs::read_to_string(paths.secret.join("nonce")) {
+        Ok(n) => Some(n.trim().to_owned()),
         Err(e) => {
             eprintln!(
                 "flext runner: cannot read the job nonce from {}: {e}",
                 paths.secret.display()
             );
-            return 2;
+            None
         }
-    };
+    }
+}
+
+async fn run_with(paths: &Paths, nonce: &str, env: &[(String, String)]) -> i32 {
     let started = Instant::now();
     let stdout = Stdout::process();
-    let (ended, max_result) = match prepare_and_run(paths, &nonce, &stdout).await {
+    let (ended, max_result) = match prepare_and_run(paths, nonce, env, &stdout).await {
         Ok((ended, limit)) => (ended, limit),
         Err(ended) => (ended, u64::MAX),
     };
+    finish(paths, nonce, ended, max_result, started, &stdout).await
+}
+
+/// Frames how the program ended into the trailer and prints it; the exit code.
+async fn finish(
+    paths: &Paths,
+    nonce: &str,
+    ended: Ended,
+    max_result: u64,
+    started: Instant,
+    stdout: &Stdout,
+) -> i32 {
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let peak = peak_memory_kib();
     let mut ended = ended;
@@ -146,7 +214,7 @@ pub async fn run(paths: &Paths) -> i32 {
         Status::Error => None,
     };
     let text = trailer::encode(
-        &nonce,
+        nonce,
         ended.status,
         &ended.payload,
         preprocessed_args.as_ref(),
@@ -303,6 +371,7 @@ async fn language_command(paths: &Paths, job: &Prepared) -> Result<Command, Ende
 async fn prepare_and_run(
     paths: &Paths,
     nonce: &str,
+    env: &[(String, String)],
     stdout: &Stdout,
 ) -> Result<(Ended, u64), Ended> {
     let job = prepare(paths)?;
@@ -316,6 +385,7 @@ async fn prepare_and_run(
     } = &job;
     command
         .current_dir(&paths.work)
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .env("FLEXT_MAIN", main)
         .env("FLEXT_ARGS", args_path)
         .env("FLEXT_RESULT", result_path)
@@ -444,7 +514,7 @@ mod tests {
         async fn ended_with_output(&self) -> (Ended, String) {
             let captured = Capture::default();
             let stdout = Stdout::of(Box::new(captured.clone()));
-            let ended = match prepare_and_run(&self.paths, "testnonce", &stdout).await {
+            let ended = match prepare_and_run(&self.paths, "testnonce", &[], &stdout).await {
                 Ok((ended, _)) | Err(ended) => ended,
             };
             let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();

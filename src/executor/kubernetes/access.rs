@@ -141,13 +141,40 @@ pub const KUEUE: &[Permission] = &[
     ),
 ];
 
-/// Every permission a worker with these settings needs: [`REQUIRED`], and [`KUEUE`] when its
-/// jobs may name a `LocalQueue`.
+/// What a worker with `warm_pools:` needs besides [`REQUIRED`]: it makes, labels and deletes
+/// its waiting pods itself (they belong to no Job); the chart grants it with `rbac.warmPools`
+/// (`files/rbac-rules-warm.yaml`).
+pub const WARM: &[Permission] = &[
+    allow(
+        "",
+        "pods",
+        "create",
+        "warm::Pools::create: a warm pool's waiting pods",
+    ),
+    allow(
+        "",
+        "pods",
+        "patch",
+        "warm::Pools::assign: the job's labels on the warm pod it is handed to",
+    ),
+    allow(
+        "",
+        "pods",
+        "delete",
+        "warm::Pools::delete, objects::delete_pod: a warm pod after its job, or replaced",
+    ),
+];
+
+/// Every permission a worker with these settings needs: [`REQUIRED`], [`KUEUE`] when its jobs
+/// may name a `LocalQueue`, [`WARM`] with warm pools.
 #[must_use]
-pub fn needed(kueue: bool) -> Vec<Permission> {
+pub fn needed(kueue: bool, warm: bool) -> Vec<Permission> {
     let mut all = REQUIRED.to_vec();
     if kueue {
         all.extend_from_slice(KUEUE);
+    }
+    if warm {
+        all.extend_from_slice(WARM);
     }
     all
 }

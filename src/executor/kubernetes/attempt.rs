@@ -341,8 +341,105 @@ impl Inner {
             Ok(started_with) => started_with,
             Err(completion) => return Attempt::Done(completion),
         };
-        self.follow_pod(run, attempt, &nonce, skip, queue, started)
-            .await
+        let from = Followed {
+            nonce: &nonce,
+            skip,
+            queue,
+            delivered: None,
+        };
+        self.follow_pod(run, attempt, from, started).await
+    }
+
+    /// The first attempt on a waiting pod of a warm pool, when one matches the job and takes it;
+    /// `None` (the job log says why) when the job takes the cold path.
+    pub(super) async fn try_warm(&self, run: &Run<'_>) -> Option<Attempt> {
+        let pools = self.warm.as_ref()?;
+        let language = run.job.language.as_ref().map_or("", |l| l.as_str());
+        let taken = match pools.take(&run.job.tag, language, run.pod) {
+            Ok(taken) => taken,
+            Err(why) => {
+                run.logs.note(&format!("cold start: {why}"));
+                self.metrics.job_started(false);
+                return None;
+            }
+        };
+        let started = Instant::now();
+        let settings = &self.config.settings;
+        let cx = Context {
+            settings,
+            namespace: &self.cluster.namespace,
+            pod: run.pod,
+            attempt: 1,
+            nonce: &taken.nonce,
+            args: run.args,
+            token: run.token.map(Secret::expose),
+            base_url: self.config.windmill_url.as_deref(),
+        };
+        let payload = render::handover_payload(run.job, &cx);
+        let labels = render::labels(run.job, 1, settings);
+        // The pod's deadline counts from its start: its wait so far, the job's timeout, a margin.
+        let deadline = taken.age() + run.pod.timeout.value + Duration::from_secs(60);
+        run.progress.set_phase("handing the job to a warm pod");
+        if let Err(error) = pools.assign(&taken, labels, deadline, payload).await {
+            run.logs.note(&format!(
+                "cold start: warm pod {} could not take the job ({error})",
+                taken.pod
+            ));
+            pools.delete(&taken.pod).await;
+            self.metrics.job_started(false);
+            return None;
+        }
+        self.metrics.job_started(true);
+        self.lock_warm_jobs()
+            .insert(run.job.id, (1, taken.pod.clone()));
+        run.progress.record_job(&taken.pod, false);
+        run.logs.note(&format!(
+            "warm start: handed to pod {} of warm pool `{}`",
+            taken.pod, taken.pool
+        ));
+        Some(
+            self.follow_pod(
+                run,
+                1,
+                Followed {
+                    nonce: &taken.nonce,
+                    skip: 0,
+                    queue: None,
+                    delivered: Some(&taken.delivered),
+                },
+                started,
+            )
+            .await,
+        )
+    }
+
+    /// Follows an attempt a stopped worker handed to a warm pod (its nonce is in the pod's
+    /// Secret). Whether its runner had the job is unknown: counted as started, so a lost pod is
+    /// the job's failure and never a second run.
+    pub(super) async fn adopt_warm(&self, run: &Run<'_>, attempt: u32, pod: &str) -> Attempt {
+        let started = Instant::now();
+        self.limiter.acquire().await;
+        let nonce = match self.secrets.get_opt(pod).await {
+            Ok(Some(secret)) => secret
+                .data
+                .and_then(|d| {
+                    d.get("nonce")
+                        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                })
+                .unwrap_or_default(),
+            Ok(None) | Err(_) => String::new(),
+        };
+        self.lock_warm_jobs()
+            .insert(run.job.id, (attempt, pod.to_owned()));
+        run.progress.record_job(pod, true);
+        let delivered = std::sync::atomic::AtomicBool::new(true);
+        let from = Followed {
+            nonce: &nonce,
+            skip: run.job.prior_output_lines,
+            queue: None,
+            delivered: Some(&delivered),
+        };
+        self.follow_pod(run, attempt, from, started).await
     }
 
     /// Renders and creates (or adopts) the attempt's objects: the nonce its pod uses, how many
@@ -405,11 +502,15 @@ impl Inner {
         &self,
         run: &Run<'_>,
         attempt: u32,
-        nonce: &str,
-        skip: usize,
-        queue: Option<String>,
+        from: Followed<'_>,
         started: Instant,
     ) -> Attempt {
+        let Followed {
+            nonce,
+            skip,
+            queue,
+            delivered,
+        } = from;
         let settings = &self.config.settings;
         let decoder = trailer::Decoder::new(nonce, settings.executor.max_result_bytes.0);
         let mut follower = LogFollower::new(decoder, run.logs, run.progress);
@@ -443,7 +544,14 @@ impl Inner {
                                 kueue.note_admitted(run, &cluster_queue);
                             }
                             let state = classify::assess(pod);
-                            let user_code_started = classify::user_code_started(pod);
+                            // A warm pod's container runs before its job: its user code may
+                            // run once the job is handed over.
+                            let user_code_started = match delivered {
+                                Some(delivered) => {
+                                    delivered.load(std::sync::atomic::Ordering::Acquire)
+                                }
+                                None => classify::user_code_started(pod),
+                            };
                             if user_code_started {
                                 run.progress.record_user_code_started();
                             }
@@ -510,6 +618,18 @@ impl Inner {
             action = machine.step(started.elapsed(), event);
         }
     }
+}
+
+/// What following an attempt's pod starts from.
+struct Followed<'a> {
+    /// The nonce its trailer is marked with.
+    nonce: &'a str,
+    /// Output lines already in the job log (an adopted attempt's).
+    skip: usize,
+    /// The Kueue `LocalQueue` its Job waits in.
+    queue: Option<String>,
+    /// A warm pod's: set once its runner has the job (user code may run from then on).
+    delivered: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// What the job log has said about Kueue's admission of one attempt.

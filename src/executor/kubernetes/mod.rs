@@ -22,6 +22,7 @@ mod objects;
 mod outcome;
 mod ratelimit;
 pub mod render;
+pub mod warm;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -92,8 +93,12 @@ struct Inner {
     index: JobIndex,
     /// Kueue's Workloads, watched from the first queued Job on.
     kueue: kueue::AdmissionWatch,
-    limiter: ratelimit::RateLimiter,
+    limiter: Arc<ratelimit::RateLimiter>,
     metrics: KubeMetrics,
+    /// The warm pools on this cluster, if any.
+    warm: Option<Arc<warm::Pools>>,
+    /// Jobs running on warm pods, and the pod of each (deleted with the job).
+    warm_jobs: std::sync::Mutex<std::collections::HashMap<JobId, (u32, String)>>,
     plugins: Option<crate::plugins::Plugins>,
     api: Option<WindmillApi>,
     _stop: tokio_util::sync::DropGuard,
@@ -149,7 +154,10 @@ impl ClusterExecutor {
         let namespace = cluster.namespace.clone();
         // Every permission first: a worker that could claim jobs but not run them would fail each
         // one; better not to start, naming what is missing.
-        let permissions = access::needed(config.settings.uses_kueue());
+        let permissions = access::needed(
+            config.settings.uses_kueue(),
+            !config.settings.warm_pools.is_empty(),
+        );
         match access::review(&client, &namespace, &permissions).await {
             Ok(None) => {}
             Ok(Some(missing)) => return Err(Error::Forbidden(missing)),
@@ -169,11 +177,40 @@ impl ClusterExecutor {
         let selector = render::group_selector(&config.settings);
         let watch = PodWatch::spawn(pods.clone(), &selector, stop.clone());
         let index = JobIndex::spawn(client.clone(), &namespace, &selector, stop.clone());
-        let limiter = ratelimit::RateLimiter::new(
+        let limiter = Arc::new(ratelimit::RateLimiter::new(
             config.settings.executor.api_qps,
             config.settings.executor.api_burst,
             metrics.clone(),
-        );
+        ));
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+        let warm = if config.settings.warm_pools.is_empty() {
+            None
+        } else {
+            let handover = &config.settings.worker.handover;
+            let server = warm::Handover::start(
+                &handover.listen,
+                handover.advertise.as_deref(),
+                stop.clone(),
+            )
+            .await
+            .map_err(Error::Config)?;
+            warm::Pools::new(
+                config.clone(),
+                &cluster.name,
+                server,
+                warm::Kube {
+                    pods: pods.clone(),
+                    secrets: secrets.clone(),
+                    watch: watch.clone(),
+                    limiter: limiter.clone(),
+                    metrics: metrics.clone(),
+                },
+            )
+            .map(Arc::new)
+        };
+        if let Some(pools) = &warm {
+            pools.clone().spawn(stop.clone());
+        }
         let api = match (&config.windmill_url, &config.windmill_token) {
             (Some(url), Some(token)) => Some(
                 WindmillApi::new(url, token.clone())
@@ -186,13 +223,15 @@ impl ClusterExecutor {
             kueue: kueue::AdmissionWatch::new(client.clone(), &namespace, stop.clone()),
             api,
             jobs,
-            secrets: Api::namespaced(client.clone(), &namespace),
+            secrets,
             pods,
             client,
             watch,
             index,
             limiter,
             metrics,
+            warm,
+            warm_jobs: std::sync::Mutex::default(),
             plugins,
             config,
             _stop: stop.drop_guard(),
@@ -310,10 +349,22 @@ impl ClusterExecutor {
         };
         let mut last_reason = String::new();
         // A restarted worker follows the attempt that is already running instead of starting one.
-        let first = self.inner.latest_attempt(job).await.unwrap_or(1);
+        let existing = self.inner.latest_attempt(job).await;
+        let first = existing.unwrap_or(1);
         for attempt in first..=budget.saturating_add(1).max(first) {
             let nonce = uuid::Uuid::new_v4().simple().to_string();
-            match self.inner.attempt(&run, attempt, &nonce).await {
+            let warm = if let Some(pod) = self.inner.assigned_warm_pod(job.id, attempt) {
+                Some(self.inner.adopt_warm(&run, attempt, &pod).await)
+            } else if attempt == 1 && existing.is_none() {
+                self.inner.try_warm(&run).await
+            } else {
+                None
+            };
+            let outcome = match warm {
+                Some(outcome) => outcome,
+                None => self.inner.attempt(&run, attempt, &nonce).await,
+            };
+            match outcome {
                 Attempt::Done(completion) => {
                     self.inner.watch.forget(&id);
                     return completion;

@@ -188,8 +188,11 @@ impl Inner {
             )
             .await?
         };
+        // Jobs on warm pods have no Kubernetes Job: their pods carry the job's labels.
+        let warm = self.watch.assigned_warm().into_iter().map(|(id, _, _)| id);
         let mut ids: Vec<JobId> = ids
-            .iter()
+            .into_iter()
+            .chain(warm)
             .filter_map(|id| id.parse().ok())
             .map(JobId)
             .collect();
@@ -202,8 +205,15 @@ impl Inner {
     /// synced (no request), else listed.
     pub(super) async fn latest_attempt(&self, job: &Job) -> Option<u32> {
         let id = job.id.to_string();
+        let warm = self
+            .watch
+            .assigned_warm()
+            .into_iter()
+            .filter(|(of, _, _)| *of == id)
+            .map(|(_, attempt, _)| attempt)
+            .max();
         if self.index.is_synced() {
-            return self.index.latest_attempt(&id);
+            return self.index.latest_attempt(&id).max(warm);
         }
         let selector = format!("{}={id}", render::LABEL_JOB_ID);
         self.list_jobs(&selector, render::LABEL_ATTEMPT)
@@ -212,6 +222,40 @@ impl Inner {
             .iter()
             .filter_map(|attempt| attempt.parse().ok())
             .max()
+            .max(warm)
+    }
+
+    pub(super) fn lock_warm_jobs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<JobId, (u32, String)>> {
+        self.warm_jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The warm pod an attempt of a job was handed to, by this worker or one before it.
+    pub(super) fn assigned_warm_pod(&self, id: JobId, attempt: u32) -> Option<String> {
+        if let Some((a, pod)) = self.lock_warm_jobs().get(&id)
+            && *a == attempt
+        {
+            return Some(pod.clone());
+        }
+        let id = id.to_string();
+        self.watch
+            .assigned_warm()
+            .into_iter()
+            .find(|(of, a, _)| *of == id && *a == attempt)
+            .map(|(_, _, pod)| pod)
+    }
+
+    /// Deletes a warm pod (its Secret goes with it).
+    async fn delete_pod(&self, pod: &str) {
+        self.limiter.acquire().await;
+        if let Err(error) = self.pods.delete(pod, &DeleteParams::default()).await
+            && !matches!(&error, kube::Error::Api(status) if status.code == 404)
+        {
+            tracing::warn!(%error, pod, "deleting a warm pod failed; its deadline ends it");
+        }
     }
 
     /// The value of `label` on every Kubernetes Job `selector` selects.
@@ -230,6 +274,20 @@ impl Inner {
 
     /// Deletes every Kubernetes object of a job.
     pub(super) async fn delete_all(&self, id: JobId) {
+        let warm = self.lock_warm_jobs().remove(&id).map(|(_, pod)| pod);
+        let text = id.to_string();
+        let adopted = self
+            .watch
+            .assigned_warm()
+            .into_iter()
+            .filter(|(of, _, _)| *of == text)
+            .map(|(_, _, pod)| pod);
+        let mut pods: Vec<String> = warm.into_iter().chain(adopted).collect();
+        pods.sort();
+        pods.dedup();
+        for pod in &pods {
+            self.delete_pod(pod).await;
+        }
         let selector = format!("{}={}", render::LABEL_JOB_ID, id);
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
@@ -248,6 +306,10 @@ impl Inner {
     /// Deletes one attempt's Job, its pods first (foreground: a next attempt must not overlap
     /// it); the garbage collector removes its Secret, which the Job owns.
     pub(super) async fn delete_attempt(&self, job: &Job, attempt: u32) {
+        if let Some(pod) = self.assigned_warm_pod(job.id, attempt) {
+            self.delete_pod(&pod).await;
+            return;
+        }
         let name = render::object_name(job, attempt);
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Foreground),

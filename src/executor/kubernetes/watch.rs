@@ -17,7 +17,7 @@ use kube::runtime::watcher::{self, Event};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::render::{LABEL_ATTEMPT, LABEL_JOB_ID};
+use super::render::{LABEL_ATTEMPT, LABEL_JOB_ID, LABEL_WARM_POOL};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -27,6 +27,10 @@ struct Inner {
     wakers: HashMap<String, Arc<Notify>>,
     /// Pods seen in the current relist (between `Init` and `InitDone`).
     relist: Option<HashMap<String, HashMap<String, Pod>>>,
+    /// Warm pods not handed a job yet, by name.
+    warm: HashMap<String, Pod>,
+    /// Warm pods seen in the current relist.
+    relist_warm: HashMap<String, Pod>,
 }
 
 /// Whether a watch's first list has arrived, and a way to wait for it.
@@ -68,6 +72,22 @@ fn job_id(pod: &Pod) -> Option<String> {
     pod.metadata.labels.as_ref()?.get(LABEL_JOB_ID).cloned()
 }
 
+/// Whether a pod is a warm pool's.
+#[must_use]
+pub fn is_warm(pod: &Pod) -> bool {
+    pod.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(LABEL_WARM_POOL))
+}
+
+/// A warm pod not yet handed a job, by name.
+fn unassigned_warm(pod: &Pod) -> Option<String> {
+    (is_warm(pod) && job_id(pod).is_none())
+        .then(|| pod.metadata.name.clone())
+        .flatten()
+}
+
 impl PodWatch {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner
@@ -105,12 +125,21 @@ impl PodWatch {
             let mut inner = self.lock();
             match event {
                 Event::Apply(pod) => {
-                    if let (Some(id), Some(name)) = (job_id(&pod), pod.metadata.name.clone()) {
+                    if let Some(name) = &pod.metadata.name {
+                        inner.warm.remove(name);
+                    }
+                    if let Some(name) = unassigned_warm(&pod) {
+                        inner.warm.insert(name, pod);
+                    } else if let (Some(id), Some(name)) = (job_id(&pod), pod.metadata.name.clone())
+                    {
                         inner.pods.entry(id.clone()).or_default().insert(name, pod);
                         woken.push(id);
                     }
                 }
                 Event::Delete(pod) => {
+                    if let Some(name) = &pod.metadata.name {
+                        inner.warm.remove(name);
+                    }
                     if let (Some(id), Some(name)) = (job_id(&pod), pod.metadata.name.as_ref()) {
                         if let Some(pods) = inner.pods.get_mut(&id) {
                             pods.remove(name);
@@ -118,9 +147,15 @@ impl PodWatch {
                         woken.push(id);
                     }
                 }
-                Event::Init => inner.relist = Some(HashMap::new()),
+                Event::Init => {
+                    inner.relist = Some(HashMap::new());
+                    inner.relist_warm.clear();
+                }
                 Event::InitApply(pod) => {
-                    if let (Some(id), Some(name)) = (job_id(&pod), pod.metadata.name.clone()) {
+                    if let Some(name) = unassigned_warm(&pod) {
+                        inner.relist_warm.insert(name, pod);
+                    } else if let (Some(id), Some(name)) = (job_id(&pod), pod.metadata.name.clone())
+                    {
                         inner
                             .relist
                             .get_or_insert_with(HashMap::new)
@@ -131,6 +166,7 @@ impl PodWatch {
                 }
                 Event::InitDone => {
                     let fresh = inner.relist.take().unwrap_or_default();
+                    inner.warm = std::mem::take(&mut inner.relist_warm);
                     let old = std::mem::replace(&mut inner.pods, fresh);
                     woken.extend(old.into_keys());
                     woken.extend(inner.pods.keys().cloned());
@@ -172,6 +208,31 @@ impl PodWatch {
         let mut inner = self.lock();
         inner.wakers.remove(job);
         inner.pods.remove(job);
+    }
+
+    /// The warm pods not handed a job yet.
+    pub fn warm_pods(&self) -> Vec<Pod> {
+        self.lock().warm.values().cloned().collect()
+    }
+
+    /// The warm pods handed a job: job id, attempt and pod name of each.
+    pub fn assigned_warm(&self) -> Vec<(String, u32, String)> {
+        let inner = self.lock();
+        let mut found = Vec::new();
+        for (id, pods) in &inner.pods {
+            for (name, pod) in pods {
+                let attempt = pod
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_ATTEMPT))
+                    .and_then(|a| a.parse().ok());
+                if let (true, Some(attempt)) = (is_warm(pod), attempt) {
+                    found.push((id.clone(), attempt, name.clone()));
+                }
+            }
+        }
+        found
     }
 
     /// The pod of one attempt of a job, if it exists (the newest one when several do).

@@ -13,12 +13,44 @@ use crate::domain::Job;
 /// (windmill-common `variables.rs`, `get_reserved_variables`: every one is set, empty when it does
 /// not apply), the workspace's custom variables, and the job token from the Secret.
 pub(super) fn environment(job: &Job, cx: &Context<'_>) -> Vec<EnvVar> {
+    entries(job, cx)
+        .into_iter()
+        .map(|(name, value)| match value {
+            Value::Plain(value) => EnvVar {
+                name,
+                value: Some(value),
+                ..EnvVar::default()
+            },
+            Value::Secret { key, .. } => from_secret(job, cx, &name, &key),
+        })
+        .collect()
+}
+
+/// The same environment with every value in place, for a warm pod's hand-over (which is the
+/// secret channel: nothing of it is in the pod's spec).
+pub(super) fn values(job: &Job, cx: &Context<'_>) -> Vec<(String, String)> {
+    entries(job, cx)
+        .into_iter()
+        .map(|(name, value)| match value {
+            Value::Plain(value) | Value::Secret { value, .. } => (name, value),
+        })
+        .collect()
+}
+
+/// A variable's value: in the pod spec, or in the Secret under `key`.
+enum Value {
+    Plain(String),
+    Secret { key: String, value: String },
+}
+
+fn entries(job: &Job, cx: &Context<'_>) -> Vec<(String, Value)> {
     let reserved = reserved_variables(job, cx);
-    let mut env: Vec<EnvVar> = Vec::new();
-    for (name, _) in job.script_env_pairs().unwrap_or_default() {
+    let mut env: Vec<(String, Value)> = Vec::new();
+    for (name, value) in job.script_env_pairs().unwrap_or_default() {
         // A reserved name set by the script's envs loses to Windmill's value, as natively.
         if !reserved.contains_key(name.as_str()) {
-            env.push(from_secret(job, cx, &name, &super::script_env_key(&name)));
+            let key = super::script_env_key(&name);
+            env.push((name, Value::Secret { key, value }));
         }
     }
     let workspace = job
@@ -30,13 +62,15 @@ pub(super) fn environment(job: &Job, cx: &Context<'_>) -> Vec<EnvVar> {
         .iter()
         .map(|(name, value)| ((*name).to_owned(), value.clone()))
         .chain(workspace.map(|(n, v)| (n.clone(), v.clone())));
-    env.extend(plain.map(|(name, value)| EnvVar {
-        name,
-        value: Some(value),
-        ..EnvVar::default()
-    }));
-    if cx.token.is_some() {
-        env.push(from_secret(job, cx, "WM_TOKEN", "token"));
+    env.extend(plain.map(|(name, value)| (name, Value::Plain(value))));
+    if let Some(token) = cx.token {
+        env.push((
+            "WM_TOKEN".to_owned(),
+            Value::Secret {
+                key: "token".to_owned(),
+                value: token.to_owned(),
+            },
+        ));
     }
     env
 }

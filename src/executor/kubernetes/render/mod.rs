@@ -8,6 +8,8 @@
 mod env;
 mod pod;
 
+pub use pod::warm_pod;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
@@ -34,6 +36,10 @@ pub const MANAGER: &str = "flext-kubernetes";
 pub const LABEL_SCRIPT: &str = "flext.dev/script";
 /// Label on a Job: the Kueue `LocalQueue` it waits in (Kueue's `constants.QueueLabel`).
 pub const LABEL_KUEUE_QUEUE: &str = "kueue.x-k8s.io/queue-name";
+/// Label on a warm pod: its pool.
+pub const LABEL_WARM_POOL: &str = "flext.dev/warm-pool";
+/// Label on a warm pod: the worker whose pool made it (only that worker can hand it a job).
+pub const LABEL_WARM_OWNER: &str = "flext.dev/warm-owner";
 /// Name of the job's main container.
 pub const MAIN_CONTAINER: &str = "main";
 /// Name of the init container that brings the runner.
@@ -252,7 +258,7 @@ pub fn suspend_for_kueue(job: &mut KubeJob) {
 
 /// The files of `/flext/job`: `job.json` for the runner, the code, the lock and the language's
 /// wrapper, by their Secret key (also their file name).
-fn code_files(job: &Job, settings: &Settings) -> BTreeMap<String, String> {
+pub(super) fn code_files(job: &Job, settings: &Settings) -> BTreeMap<String, String> {
     let language = job.language.as_ref().map_or("", |l| l.as_str());
     let main_file = runner::main_file(language).unwrap_or("main.txt");
     let spec = RunnerSpec {
@@ -281,6 +287,17 @@ fn code_files(job: &Job, settings: &Settings) -> BTreeMap<String, String> {
 /// The Secret's key of one of the script's `envs`.
 fn script_env_key(name: &str) -> String {
     format!("env.{name}")
+}
+
+/// What a warm pod receives for one attempt of `job`: the code files, args and environment the
+/// cold path puts in the attempt's Secret and pod spec.
+#[must_use]
+pub fn handover_payload(job: &Job, cx: &Context<'_>) -> crate::handover::Payload {
+    crate::handover::Payload {
+        files: code_files(job, cx.settings),
+        args: serde_json::Value::Object(cx.args.clone()).to_string(),
+        env: env::values(job, cx),
+    }
 }
 
 /// The Secret keys the pod mounts at `/flext/secret` (the others reach it as environment).

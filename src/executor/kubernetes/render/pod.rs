@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapEnvSource, Container, EmptyDirVolumeSource, EnvFromSource,
-    KeyToPath, PersistentVolumeClaimVolumeSource, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecretEnvSource, SecretVolumeSource, SecurityContext, Toleration, TopologySpreadConstraint,
-    Volume, VolumeMount, WeightedPodAffinityTerm,
+    EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector, PersistentVolumeClaimVolumeSource, Pod,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext,
+    Toleration, TopologySpreadConstraint, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -43,7 +43,11 @@ pub(super) fn template(
     let mut pod_annotations = values(&pod.annotations);
     pod_annotations.extend(annotations.clone());
 
-    let (volumes, mounts) = volumes(&object_name(job, cx.attempt), pod, code_keys);
+    let code = Code::Secret {
+        name: object_name(job, cx.attempt),
+        keys: code_keys,
+    };
+    let (volumes, mounts) = volumes(&code, pod);
     let main = main_container(job, cx, mounts);
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -53,36 +57,120 @@ pub(super) fn template(
         }),
         spec: Some(PodSpec {
             restart_policy: Some(settings.job_template.restart_policy.clone()),
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            service_account_name: pod.service_account.as_ref().map(|s| s.value.clone()),
-            priority_class_name: pod.priority_class.as_ref().map(|s| s.value.clone()),
-            runtime_class_name: pod.runtime_class.as_ref().map(|s| s.value.clone()),
-            node_selector: (!pod.node_selector.is_empty()).then(|| values(&pod.node_selector)),
-            tolerations: (!pod.tolerations.is_empty()).then(|| {
-                pod.tolerations
-                    .iter()
-                    .map(|t| toleration(&t.value))
-                    .collect()
-            }),
             affinity: affinity(job, pod),
             topology_spread_constraints: zone_spread(job, pod),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(RUN_AS),
-                run_as_group: Some(RUN_AS),
-                fs_group: Some(RUN_AS),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".into(),
-                    ..SeccompProfile::default()
-                }),
-                ..PodSecurityContext::default()
-            }),
-            init_containers: Some(vec![runner_container(settings)]),
             containers: vec![main],
-            volumes: Some(volumes),
-            ..PodSpec::default()
+            ..spec_around(settings, pod, volumes)
         }),
+    }
+}
+
+/// What every pod of ours has, cold or warm: no service-account token or service links unless
+/// asked, the placement and identity the settings give, non-root under `RuntimeDefault`
+/// seccomp, the runner's init container and `volumes`. The caller adds the main container.
+fn spec_around(settings: &Settings, pod: &PodSettings, volumes: Vec<Volume>) -> PodSpec {
+    PodSpec {
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        service_account_name: pod.service_account.as_ref().map(|s| s.value.clone()),
+        priority_class_name: pod.priority_class.as_ref().map(|s| s.value.clone()),
+        runtime_class_name: pod.runtime_class.as_ref().map(|s| s.value.clone()),
+        node_selector: (!pod.node_selector.is_empty()).then(|| values(&pod.node_selector)),
+        tolerations: (!pod.tolerations.is_empty()).then(|| {
+            pod.tolerations
+                .iter()
+                .map(|t| toleration(&t.value))
+                .collect()
+        }),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            fs_group: Some(RUN_AS),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        init_containers: Some(vec![runner_container(settings)]),
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    }
+}
+
+/// A warm pod of a pool: the pod a job with settings `pod` would get, made before any job, its
+/// runner waiting for the worker at `url` (`crate::handover`). `labels` are the pool's; no job's
+/// labels, annotations, environment or deadline: the job brings those when it is handed over.
+pub fn warm_pod(
+    settings: &Settings,
+    pod: &PodSettings,
+    name: &str,
+    labels: BTreeMap<String, String>,
+    url: &str,
+) -> Pod {
+    let mut pod_labels = values(&pod.labels);
+    pod_labels.extend(labels);
+    let (volumes, mounts) = volumes(
+        &Code::Warm {
+            secret: name.to_owned(),
+        },
+        pod,
+    );
+    let env_from = env_from(pod);
+    let plain = |name: &str, value: &str| EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    };
+    let main = Container {
+        name: MAIN_CONTAINER.into(),
+        image: Some(pod.image.value.clone()),
+        image_pull_policy: pod
+            .pull_policy
+            .as_ref()
+            .map(|p| p.value.as_str().to_owned()),
+        command: Some(vec![
+            "/flext/bin/flext-kubernetes".into(),
+            "runner".into(),
+            "--warm".into(),
+        ]),
+        working_dir: Some("/flext/work".into()),
+        env: Some(vec![
+            plain("HOME", "/flext/work"),
+            plain(crate::handover::URL_ENV, url),
+            EnvVar {
+                name: crate::handover::POD_ENV.into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".into(),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            },
+        ]),
+        env_from: (!env_from.is_empty()).then_some(env_from),
+        resources: Some(resources(pod)),
+        volume_mounts: Some(mounts),
+        security_context: Some(restricted()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Container::default()
+    };
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(pod_labels),
+            annotations: Some(values(&pod.annotations)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            containers: vec![main],
+            ..spec_around(settings, pod, volumes)
+        }),
+        ..Pod::default()
     }
 }
 
@@ -93,35 +181,60 @@ fn values(map: &BTreeMap<String, hints::Sourced<String>>) -> BTreeMap<String, St
         .collect()
 }
 
-/// The volumes of the pod, and the main container's mounts of them. The attempt's one Secret is
-/// two volumes: its code keys at `/flext/job`, its args and nonce at `/flext/secret`.
-fn volumes(name: &str, pod: &PodSettings, code_keys: &[String]) -> (Vec<Volume>, Vec<VolumeMount>) {
-    let keys = |volume: &str, keys: Vec<&str>| Volume {
+/// Where a pod's job comes from.
+enum Code<'a> {
+    /// The attempt's Secret, as two volumes: its code keys at `/flext/job`, its args and nonce
+    /// at `/flext/secret`.
+    Secret {
+        /// The Secret's name.
+        name: String,
+        /// Its code keys.
+        keys: &'a [String],
+    },
+    /// A warm pod: its own Secret (credential, the worker's CA, nonce) at `/flext/secret`, and
+    /// `/flext/job` an empty directory the runner writes the handed-over job into.
+    Warm {
+        /// The pod's Secret.
+        secret: String,
+    },
+}
+
+/// The volumes of the pod, and the main container's mounts of them.
+fn volumes(code: &Code<'_>, pod: &PodSettings) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let keys = |volume: &str, name: &str, keys: Option<Vec<&str>>| Volume {
         name: volume.into(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(name.to_owned()),
-            items: Some(
+            items: keys.map(|keys| {
                 keys.into_iter()
                     .map(|key| KeyToPath {
                         key: key.to_owned(),
                         path: key.to_owned(),
                         mode: None,
                     })
-                    .collect(),
-            ),
+                    .collect()
+            }),
             ..SecretVolumeSource::default()
         }),
         ..Volume::default()
     };
+    let (job_volume, secret_volume, job_read_only) = match code {
+        Code::Secret { name, keys: code } => (
+            keys("job", name, Some(code.iter().map(String::as_str).collect())),
+            keys("secret", name, Some(SECRET_FILES.to_vec())),
+            true,
+        ),
+        Code::Warm { secret } => (empty_dir("job", None), keys("secret", secret, None), false),
+    };
     let mut volumes = vec![
-        keys("job", code_keys.iter().map(String::as_str).collect()),
-        keys("secret", SECRET_FILES.to_vec()),
+        job_volume,
+        secret_volume,
         empty_dir("bin", None),
         empty_dir("work", None),
         empty_dir("tmp", None),
     ];
     let mut mounts = vec![
-        mount("job", "/flext/job", true),
+        mount("job", "/flext/job", job_read_only),
         mount("secret", "/flext/secret", true),
         mount("bin", "/flext/bin", true),
         mount("work", "/flext/work", false),

@@ -574,6 +574,8 @@ fn job_pod(objects: &[Value]) -> Value {
         .env_remove("FLEXT_DATABASE_URL")
         .env_remove("FLEXT_WINDMILL_URL")
         .env_remove("FLEXT_WINDMILL_TOKEN")
+        // As the chart's pod sets it (from status.podIP); read only with warm pools.
+        .env("FLEXT__WORKER__HANDOVER__ADVERTISE", "10.0.0.7")
         .output()
         .unwrap();
     assert!(
@@ -1393,5 +1395,80 @@ fn the_service_monitor_scrapes_each_workers_http_port() {
     assert!(
         error.contains("metrics.serviceMonitor.enabled needs config.worker.http.listen"),
         "{error}"
+    );
+}
+
+/// With `config.warm_pools`: the Role adds the warm pods' rules, the worker pod advertises its IP
+/// for the hand-over and exposes its port, the worker's policy admits the job pods to that port
+/// only, and the job pods may reach that port of the workers; the worker accepts the config.
+#[test]
+fn warm_pools_add_the_pod_rules_the_hand_over_port_and_its_network_path() {
+    let mut values = DEFAULT.to_vec();
+    values.extend([
+        "--set-json",
+        r#"config.warm_pools=[{"tag":"k8s","language":"python3","size":2}]"#,
+    ]);
+    let objects = template(&values);
+    let warm: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(chart().join("files/rbac-rules-warm.yaml")).unwrap(),
+    )
+    .unwrap();
+    let rules = one(&objects, "Role", "")["rules"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(rules.last(), warm.as_array().unwrap().last());
+    let plain = template(DEFAULT);
+    assert_eq!(
+        one(&plain, "Role", "")["rules"].as_array().unwrap().len() + 1,
+        rules.len()
+    );
+    let container = worker_container(&objects);
+    assert_eq!(
+        env_var(container, "FLEXT__WORKER__HANDOVER__ADVERTISE")["value"],
+        "$(POD_IP)"
+    );
+    assert_eq!(
+        env_var(container, "POD_IP")["valueFrom"]["fieldRef"]["fieldPath"],
+        "status.podIP"
+    );
+    assert!(
+        container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "handover" && p["containerPort"] == 9443),
+        "{container}"
+    );
+    let pod = job_pod(&objects);
+    let job_labels = &pod["metadata"]["labels"];
+    let worker_labels = &one(&objects, "StatefulSet", "")["spec"]["template"]["metadata"]["labels"];
+    let ingress = one(&objects, "NetworkPolicy", "-worker")["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let handover = ingress
+        .iter()
+        .find(|rule| rule["ports"][0]["port"] == 9443)
+        .unwrap();
+    assert_eq!(handover["ports"].as_array().unwrap().len(), 1);
+    assert!(selects(&handover["from"][0]["podSelector"], job_labels));
+    assert!(!selects(&handover["from"][0]["podSelector"], worker_labels));
+    let egress = one(&objects, "NetworkPolicy", "-jobs")["spec"]["egress"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let to_worker = egress
+        .iter()
+        .find(|rule| rule["ports"][0]["port"] == 9443)
+        .unwrap();
+    assert!(selects(&to_worker["to"][0]["podSelector"], worker_labels));
+    // Without pools, none of it.
+    assert!(
+        one(&plain, "NetworkPolicy", "-worker")["spec"]["ingress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|rule| rule["ports"][0]["port"] != 9443)
     );
 }

@@ -142,8 +142,8 @@ pub const KUEUE: &[Permission] = &[
 ];
 
 /// What a worker with `warm_pools:` needs besides [`REQUIRED`]: it makes, labels and deletes
-/// its waiting pods itself (they belong to no Job); the chart grants it with `rbac.warmPools`
-/// (`files/rbac-rules-warm.yaml`).
+/// its waiting pods itself (they belong to no Job); the chart grants it whenever
+/// `config.warm_pools` names a pool (`files/rbac-rules-warm.yaml`).
 pub const WARM: &[Permission] = &[
     allow(
         "",
@@ -407,6 +407,13 @@ mod tests {
         let kueue: Vec<PolicyRule> =
             serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert_eq!(kueue, rules_of(KUEUE, "the-job-namespace"));
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/helm/flext-kubernetes/files/rbac-rules-warm.yaml"
+        );
+        let warm: Vec<PolicyRule> =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(warm, rules_of(WARM, "the-job-namespace"));
     }
 
     #[test]

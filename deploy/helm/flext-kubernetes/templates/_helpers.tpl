@@ -200,6 +200,22 @@ config.worker.http.listen; empty when the endpoint is off (null).
 
 {{/* config.worker.concurrency of the merged config: the jobs one worker runs at once (the
 worker's default, 64, when not set; tests/chart.rs checks the two agree). */}}
+{{/*
+The port warm pods call the worker's hand-over at (config.worker.handover.listen, default
+0.0.0.0:9443); empty without config.warm_pools.
+*/}}
+{{- define "flext-kubernetes.handoverPort" -}}
+{{- $settings := include "flext-kubernetes.settings" . | fromYaml -}}
+{{- if $settings.warm_pools -}}
+{{- $listen := dig "worker" "handover" "listen" "0.0.0.0:9443" $settings -}}
+{{- $port := regexFind "[0-9]+$" (toString $listen) -}}
+{{- if or (not $port) (eq $port "0") -}}
+{{- fail (printf "config.worker.handover.listen `%v` needs a fixed port (address:port, e.g. 0.0.0.0:9443): warm pods and the NetworkPolicy reach it there" $listen) -}}
+{{- end -}}
+{{- $port -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "flext-kubernetes.concurrency" -}}
 {{- $settings := include "flext-kubernetes.settings" . | fromYaml -}}
 {{- dig "worker" "concurrency" 64 $settings | int64 -}}

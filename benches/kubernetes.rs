@@ -126,12 +126,34 @@ async fn run() {
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
     );
 
-    let (table, (quiet_p50, quiet_p99)) =
-        latency(&db, &client, &namespace, &seen, false, None).await;
+    // `FLEXT_BENCH_ONLY=warm`: only the warm-pool table (while working on it; the figures of
+    // record come from a whole run).
+    let only_warm = std::env::var("FLEXT_BENCH_ONLY").is_ok_and(|v| v == "warm");
+    if !only_warm {
+        the_rest(&db, &client, &namespace, &seen).await;
+    }
+    println!("{}", warm_versus_cold(&db, &client, &namespace).await);
+
+    let gone = delete_namespace(&client, &namespace).await;
+    db.drop().await;
+    println!(
+        "total {:.0}s; namespace {namespace} {}",
+        started.elapsed().as_secs_f64(),
+        if gone {
+            "deleted"
+        } else {
+            "deletion still in progress"
+        }
+    );
+}
+
+/// Latency, plugins, metrics overhead, bare Jobs and throughput, memory.
+async fn the_rest(db: &BenchDb, client: &Client, namespace: &str, seen: &Observer) {
+    let (table, (quiet_p50, quiet_p99)) = latency(db, client, namespace, seen, false, None).await;
     let paced = bare_jobs(
-        &client,
-        &namespace,
-        &seen,
+        client,
+        namespace,
+        seen,
         BARE_PACED_JOBS,
         Some(Duration::from_micros(1_000_000 / LATENCY_RATE_PER_S)),
     )
@@ -142,9 +164,9 @@ async fn run() {
     // every job; with the worker's endpoint scraped as hard as no Prometheus does; plain again.
     let plugins = example_plugins();
     let (_, (plugins_p50, plugins_p99)) =
-        latency(&db, &client, &namespace, &seen, false, Some(&plugins)).await;
-    let (_, (scraped_p50, _)) = latency(&db, &client, &namespace, &seen, true, None).await;
-    let (_, (again_p50, again_p99)) = latency(&db, &client, &namespace, &seen, false, None).await;
+        latency(db, client, namespace, seen, false, Some(&plugins)).await;
+    let (_, (scraped_p50, _)) = latency(db, client, namespace, seen, true, None).await;
+    let (_, (again_p50, again_p99)) = latency(db, client, namespace, seen, false, None).await;
     println!(
         "Policy plugins (spot-for-batch, cost-center, image-registry; `scripts/bench plugins` times each call)\n\n\
          | claimed → Job seen, run in this order | p50 | p99 |\n|---|---:|---:|\n\
@@ -161,26 +183,14 @@ async fn run() {
     );
     println!("{}", metrics_overhead(again_p50, scraped_p50));
     // The bed's ceiling first, then our rows beside it.
-    let bare = bare_jobs(&client, &namespace, &seen, BARE_JOBS, None).await;
+    let bare = bare_jobs(client, namespace, seen, BARE_JOBS, None).await;
     let mut rows = Vec::new();
     for (concurrency, jobs, qps) in THROUGHPUT {
-        rows.push(throughput(&db, &namespace, &seen, concurrency, jobs, qps).await);
+        rows.push(throughput(db, namespace, seen, concurrency, jobs, qps).await);
     }
     print_throughput(&rows, &bare);
-    let memory = memory(&db, &client, &namespace, &seen).await;
+    let memory = memory(db, client, namespace, seen).await;
     println!("{memory}");
-
-    let gone = delete_namespace(&client, &namespace).await;
-    db.drop().await;
-    println!(
-        "total {:.0}s; namespace {namespace} {}",
-        started.elapsed().as_secs_f64(),
-        if gone {
-            "deleted"
-        } else {
-            "deletion still in progress"
-        }
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -224,10 +234,25 @@ impl BenchDb {
     }
 
     async fn push(&self, code: &str) -> Uuid {
+        self.push_in("bash", code).await
+    }
+
+    async fn push_in(&self, language: &str, code: &str) -> Uuid {
         let job = WindmillJob::preview(code)
-            .lang("bash")
+            .lang(language)
             .args(json!({"name": "bench"}));
         common::push(&self.pool, job).await.0
+    }
+
+    /// The job's log as Windmill has it.
+    async fn log(&self, id: Uuid) -> String {
+        sqlx::query_scalar::<_, Option<String>>("SELECT logs FROM job_logs WHERE job_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .expect("read a job log")
+            .flatten()
+            .unwrap_or_default()
     }
 
     async fn handed_back(&self, ids: &[Uuid]) -> usize {
@@ -583,6 +608,127 @@ async fn latency(
     }
     let p50 = percentile(&mut claim_to_job, 0.5);
     (out, (p50, percentile(&mut claim_to_job, 0.99)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warm pools against cold Jobs.
+
+/// Jobs per language and path.
+const WARM_JOBS: usize = 20;
+/// Pods a bench pool keeps waiting.
+const WARM_POOL_SIZE: u32 = 3;
+/// The pause between two jobs of one cell (the pool refills meanwhile; cold jobs get it too).
+const WARM_PAUSE: Duration = Duration::from_millis(1500);
+
+/// Trivial jobs that print, as their first statement, the wall clock when user code started
+/// (the bench and the bed share the machine's clock, and so does PostgreSQL's `started_at`).
+const WARM_CODE: [(&str, &str); 2] = [
+    (
+        "python3",
+        "import time\nT0 = time.time()\ndef main(name):\n    print(f'user code started {T0:.6f}', flush=True)\n    return 1\n",
+    ),
+    (
+        "bash",
+        "echo \"user code started $EPOCHREALTIME\"\necho 1\n",
+    ),
+];
+
+/// claim → user code started and claim → hand-back committed, p50 and p99, cold and warm, for a
+/// trivial Python and a trivial Bash job: one worker per cell, jobs one at a time.
+async fn warm_versus_cold(db: &BenchDb, client: &Client, namespace: &str) -> String {
+    let mut out = format!(
+        "Warm pools against cold Jobs: {WARM_JOBS} jobs a cell, one at a time with {:.1}s between them; warm: a pool of {WARM_POOL_SIZE} pods of the job's language (`warm_pools:`)\n\n\
+         | language | path | claim → user code started p50 | p99 | claim → hand-back committed p50 | p99 | jobs warm / cold |\n|---|---|---:|---:|---:|---:|---:|\n",
+        WARM_PAUSE.as_secs_f64()
+    );
+    let mut ratios = Vec::new();
+    for (language, code) in WARM_CODE {
+        let mut cells = Vec::new();
+        for warm in [false, true] {
+            let mut env = settings(namespace, &format!("wk-bench-{language}-{warm}"), 8, 1000);
+            if warm {
+                env.insert(
+                    "FLEXT__WARM_POOLS".into(),
+                    format!("[{{tag: k8s, language: {language}, size: {WARM_POOL_SIZE}}}]"),
+                );
+                env.insert(
+                    "FLEXT__WORKER__HANDOVER__LISTEN".into(),
+                    "127.0.0.1:0".into(),
+                );
+            }
+            let config = Config::from_yaml("", &env).expect("bench config");
+            let executor = KubernetesExecutor::connect(Arc::new(config.clone()))
+                .await
+                .expect("the executor connects to the bed");
+            let handle = common::start_worker(&db.pool, config, Executor::Kubernetes(executor));
+            if warm {
+                // The pool's first pods start before the first job.
+                tokio::time::sleep(Duration::from_secs(8)).await;
+            }
+            let (mut started, mut done, mut paths) = (Vec::new(), Vec::new(), (0, 0));
+            for _ in 0..WARM_JOBS {
+                let id = db.push_in(language, code).await;
+                let finished = wait_until(|| async { db.handed_back(&[id]).await >= 1 }).await;
+                if !finished {
+                    continue;
+                }
+                let (claimed, committed): (f64, f64) = sqlx::query_as(
+                    "SELECT extract(epoch FROM q.started_at)::float8, extract(epoch FROM h.committed_at)::float8
+                     FROM v2_job_queue q JOIN bench_hand_back h USING (id) WHERE q.id = $1",
+                )
+                .bind(id)
+                .fetch_one(&db.pool)
+                .await
+                .expect("read the hand-back");
+                let log = db.log(id).await;
+                if log.contains("warm start:") {
+                    paths.0 += 1;
+                } else {
+                    paths.1 += 1;
+                }
+                let user = log
+                    .lines()
+                    .find_map(|l| l.strip_prefix("user code started "))
+                    .and_then(|t| t.trim().parse::<f64>().ok());
+                if let Some(user) = user {
+                    started.push(user - claimed);
+                }
+                done.push(committed - claimed);
+                tokio::time::sleep(WARM_PAUSE).await;
+            }
+            handle.shutdown().await;
+            let row = (
+                percentile(&mut started, 0.5),
+                percentile(&mut started, 0.99),
+                percentile(&mut done, 0.5),
+                percentile(&mut done, 0.99),
+            );
+            let _ = writeln!(
+                out,
+                "| {language} | {} | {} | {} | {} | {} | {} / {} |",
+                if warm { "warm" } else { "cold" },
+                ms(row.0),
+                ms(row.1),
+                ms(row.2),
+                ms(row.3),
+                paths.0,
+                paths.1
+            );
+            cells.push(row);
+        }
+        if let [cold, warm] = cells[..] {
+            ratios.push(format!(
+                "{language}: claim → user code started p50 {:.1}× lower warm ({} vs {}), claim → hand-back p50 {:.1}×",
+                cold.0 / warm.0,
+                ms(warm.0),
+                ms(cold.0),
+                cold.2 / warm.2
+            ));
+        }
+        delete_jobs(client, namespace).await;
+    }
+    let _ = write!(out, "\n{}\n", ratios.join("\n"));
+    out
 }
 
 /// The example plugins of `plugins/` (built by `scripts/build-plugins`) as `plugins:` YAML, set

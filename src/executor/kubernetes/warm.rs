@@ -416,9 +416,9 @@ fn shape(pod: &PodSettings) -> Vec<(&'static str, String)> {
             "pull_policy",
             format!("{:?}", pod.pull_policy.as_ref().map(|p| &p.value)),
         ),
-        ("cpu", format!("{:?}", pod.cpu.value)),
-        ("memory", format!("{:?}", pod.memory.value)),
-        ("storage", format!("{:?}", pod.storage.value)),
+        ("cpu", pod.cpu.value.to_string()),
+        ("memory", pod.memory.value.to_string()),
+        ("storage", pod.storage.value.to_string()),
         (
             "gpu",
             format!("{} {}", pod.gpu.value, pod.gpu_resource.value),

@@ -220,8 +220,19 @@ pub fn render_page(status: &Status) -> String {
                 }
                 (None, false) => "<span class=\"bad\">not ready</span>".to_owned(),
             };
+            let mut warm = String::new();
+            for p in &c.warm_pools {
+                let _ = write!(
+                    warm,
+                    "; warm pool <code>{}</code>: {} of {} waiting, {} starting",
+                    escape(&p.pool),
+                    p.waiting,
+                    p.size,
+                    p.starting
+                );
+            }
             format!(
-                "<span class=\"cluster\">{} (namespace {}; {state})</span>",
+                "<span class=\"cluster\">{} (namespace {}; {state}{warm})</span>",
                 escape(&c.name),
                 escape(&c.namespace)
             )
@@ -338,6 +349,12 @@ mod tests {
                     ready: true,
                     not_ready_because: None,
                     in_flight: 1,
+                    warm_pools: vec![crate::worker::WarmPoolStatus {
+                        pool: "k8s-python3".into(),
+                        waiting: 2,
+                        starting: 1,
+                        size: 3,
+                    }],
                 }],
                 concurrency: 4,
                 jobs_handed_back: 7,
@@ -360,5 +377,9 @@ mod tests {
         assert!(!page.contains("<script>"), "{page}");
         assert!(page.contains("1m 15s"), "{page}");
         assert!(page.contains("not ready"), "{page}");
+        assert!(
+            page.contains("warm pool <code>k8s-python3</code>: 2 of 3 waiting, 1 starting"),
+            "{page}"
+        );
     }
 }

@@ -402,3 +402,29 @@ fn render_says_which_path_a_script_takes_and_why() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_job_over_the_pools_memory_is_oom_killed_and_status_shows_the_pool() {
+    let (bed, port, stop) = warm_bed().await;
+    pool_ready(&bed, port).await;
+    let (_, status) = common::scrape::get(port, "/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let pools = &status["clusters"][0]["warm_pools"];
+    assert_eq!(pools[0]["pool"], POOL_NAME, "{status}");
+    assert_eq!(pools[0]["size"], 1, "{status}");
+    // The bed's pods get 128Mi (tests/common/bed.rs): the pool's, so this job matches it.
+    let code = "def main():\n    blocks = []\n    while True:\n        blocks.append(bytearray(8 << 20))\n";
+    let id = WindmillJob::preview(code).push(&bed.db).await;
+    let done = bed.outcome(id).await;
+    let log = logs(&bed.db, id).await;
+    assert!(log.contains("warm start"), "{log}");
+    assert_eq!(done.status, "failure", "{log}");
+    let error = &done.result.unwrap()["error"];
+    assert_eq!(error["name"], "OOMKilled", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("128Mi"),
+        "{error}"
+    );
+    stop.cancel();
+    bed.stop().await;
+}

@@ -121,6 +121,22 @@ pub struct ClusterStatus {
     pub not_ready_because: Option<String>,
     /// Jobs placed there and not yet ended.
     pub in_flight: usize,
+    /// Its warm pools (`warm_pools:`), if any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warm_pools: Vec<WarmPoolStatus>,
+}
+
+/// One warm pool's pods not handed a job.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WarmPoolStatus {
+    /// The pool (`<tag>-<language>`).
+    pub pool: String,
+    /// Pods whose runner calls for a job.
+    pub waiting: usize,
+    /// Pods made and not calling yet.
+    pub starting: usize,
+    /// How many it keeps.
+    pub size: u32,
 }
 
 impl WorkerProbe {
@@ -170,6 +186,7 @@ impl WorkerProbe {
                     ready: true,
                     not_ready_because: None,
                     in_flight: 0,
+                    warm_pools: Vec::new(),
                 })
                 .collect(),
             concurrency: settings.worker.concurrency,

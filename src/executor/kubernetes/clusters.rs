@@ -425,6 +425,10 @@ impl KubernetesExecutor {
                     ready: down.is_none(),
                     not_ready_because: down,
                     in_flight: m.in_flight.load(Ordering::SeqCst),
+                    warm_pools: m
+                        .connected()
+                        .map(ClusterExecutor::warm_pools)
+                        .unwrap_or_default(),
                 }
             })
             .collect()

@@ -288,6 +288,16 @@ impl ClusterExecutor {
         self.inner.limiter.requests()
     }
 
+    /// Its warm pools' pods not handed a job.
+    #[must_use]
+    pub fn warm_pools(&self) -> Vec<crate::worker::WarmPoolStatus> {
+        self.inner
+            .warm
+            .as_ref()
+            .map(|pools| pools.states())
+            .unwrap_or_default()
+    }
+
     /// This cluster's settings.
     #[must_use]
     pub fn settings(&self) -> &ClusterSettings {

@@ -250,6 +250,10 @@ impl Inner {
 
     /// Deletes a warm pod (its Secret goes with it).
     async fn delete_pod(&self, pod: &str) {
+        // Its hand-over slot goes too (with a job its runner never fetched, if so).
+        if let Some(pools) = &self.warm {
+            pools.forget(pod);
+        }
         self.limiter.acquire().await;
         if let Err(error) = self.pods.delete(pod, &DeleteParams::default()).await
             && !matches!(&error, kube::Error::Api(status) if status.code == 404)

@@ -765,6 +765,27 @@ impl Pools {
         Ok(())
     }
 
+    /// Each pool's waiting and starting pods.
+    pub(super) fn states(&self) -> Vec<crate::worker::WarmPoolStatus> {
+        self.list
+            .iter()
+            .map(|pool| {
+                let (waiting, starting) = self.handover.counts(&pool.name);
+                crate::worker::WarmPoolStatus {
+                    pool: pool.name.clone(),
+                    waiting,
+                    starting,
+                    size: pool.size,
+                }
+            })
+            .collect()
+    }
+
+    /// Forgets a warm pod that is being deleted: its credential, and a job it never fetched.
+    pub(super) fn forget(&self, pod: &str) {
+        self.handover.forget(pod);
+    }
+
     /// Deletes a warm pod (its Secret goes with it) and forgets it.
     pub(super) async fn delete(&self, pod: &str) {
         self.handover.forget(pod);
@@ -961,6 +982,11 @@ mod tests {
         assert!(taken.delivered.load(Ordering::Acquire));
         assert!(
             matches!(answer(&handover, "cred-a", "pod-a"), Answer::Now(r) if r.status() == StatusCode::GONE)
+        );
+        // A deleted pod's credential is forgotten with it.
+        handover.forget("pod-a");
+        assert!(
+            matches!(answer(&handover, "cred-a", "pod-a"), Answer::Now(r) if r.status() == StatusCode::UNAUTHORIZED)
         );
         stop.cancel();
     }

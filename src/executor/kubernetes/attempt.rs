@@ -418,17 +418,8 @@ impl Inner {
     /// the job's failure and never a second run.
     pub(super) async fn adopt_warm(&self, run: &Run<'_>, attempt: u32, pod: &str) -> Attempt {
         let started = Instant::now();
-        self.limiter.acquire().await;
-        let nonce = match self.secrets.get_opt(pod).await {
-            Ok(Some(secret)) => secret
-                .data
-                .and_then(|d| {
-                    d.get("nonce")
-                        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                })
-                .unwrap_or_default(),
-            Ok(None) | Err(_) => String::new(),
-        };
+        // A warm pod's Secret has its pod's name.
+        let nonce = self.nonce_in(pod).await;
         self.lock_warm_jobs()
             .insert(run.job.id, (attempt, pod.to_owned()));
         run.progress.record_job(pod, true);

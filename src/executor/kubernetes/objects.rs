@@ -146,14 +146,7 @@ impl Inner {
             // Secret: then the pod is still waiting for it and ours serves.
             self.limiter.acquire().await;
             if let Some(secret) = self.secrets.get_opt(&name).await? {
-                let nonce = secret
-                    .data
-                    .and_then(|d| {
-                        d.get("nonce")
-                            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                    })
-                    .unwrap_or_default();
-                return Ok(Created::Adopted(nonce));
+                return Ok(Created::Adopted(nonce_of(secret)));
             }
         }
         // The Secret belongs to the Job: deleting the Job removes it. The pod waits for it like
@@ -173,6 +166,16 @@ impl Inner {
             Ok(_) => Ok(Created::Fresh),
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(Created::Fresh),
             Err(error) => Err(error),
+        }
+    }
+
+    /// The nonce an attempt's pod marks its trailer with, from the Secret it reads it from (an
+    /// adopted attempt's, cold or warm); empty when the Secret has none.
+    pub(super) async fn nonce_in(&self, secret: &str) -> String {
+        self.limiter.acquire().await;
+        match self.secrets.get_opt(secret).await {
+            Ok(Some(secret)) => nonce_of(secret),
+            Ok(None) | Err(_) => String::new(),
         }
     }
 
@@ -322,6 +325,17 @@ impl Inner {
         self.limiter.acquire().await;
         let _ = self.jobs.delete(&name, &params).await;
     }
+}
+
+/// The `nonce` key of an attempt's Secret.
+fn nonce_of(secret: k8s_openapi::api::core::v1::Secret) -> String {
+    secret
+        .data
+        .and_then(|d| {
+            d.get("nonce")
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -637,8 +637,15 @@ impl Pools {
                 }
             }
             loop {
+                // One look at the watch a round, for every pool.
+                let seen: HashMap<String, Pod> = self
+                    .watch
+                    .warm_pods()
+                    .into_iter()
+                    .filter_map(|p| Some((p.metadata.name.clone()?, p)))
+                    .collect();
                 for pool in &self.list {
-                    self.refill(pool).await;
+                    self.refill(pool, &seen).await;
                 }
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -654,13 +661,9 @@ impl Pools {
         });
     }
 
-    async fn refill(&self, pool: &Pool) {
-        let seen: HashMap<String, Pod> = self
-            .watch
-            .warm_pods()
-            .into_iter()
-            .filter_map(|p| Some((p.metadata.name.clone()?, p)))
-            .collect();
+    /// Replaces `pool`'s pods that ended, vanished from `seen` (the watch's unassigned warm pods)
+    /// or never called, and makes the missing ones.
+    async fn refill(&self, pool: &Pool, seen: &HashMap<String, Pod>) {
         let mut live = 0usize;
         for (name, called, created) in self.handover.unassigned(&pool.name) {
             let ended = seen.get(&name).is_some_and(|p| {

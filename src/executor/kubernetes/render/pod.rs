@@ -48,7 +48,7 @@ pub(super) fn template(
         keys: code_keys,
     };
     let (volumes, mounts) = volumes(&code, pod);
-    let main = main_container(job, cx, mounts);
+    let main = main_container(cx.pod, &[], super::env::environment(job, cx), mounts);
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(pod_labels),
@@ -117,47 +117,27 @@ pub fn warm_pod(
         },
         pod,
     );
-    let env_from = env_from(pod);
     let plain = |name: &str, value: &str| EnvVar {
         name: name.into(),
         value: Some(value.into()),
         ..EnvVar::default()
     };
-    let main = Container {
-        name: MAIN_CONTAINER.into(),
-        image: Some(pod.image.value.clone()),
-        image_pull_policy: pod
-            .pull_policy
-            .as_ref()
-            .map(|p| p.value.as_str().to_owned()),
-        command: Some(vec![
-            "/flext/bin/flext-kubernetes".into(),
-            "runner".into(),
-            "--warm".into(),
-        ]),
-        working_dir: Some("/flext/work".into()),
-        env: Some(vec![
-            plain("HOME", "/flext/work"),
-            plain(crate::handover::URL_ENV, url),
-            EnvVar {
-                name: crate::handover::POD_ENV.into(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.name".into(),
-                        ..ObjectFieldSelector::default()
-                    }),
-                    ..EnvVarSource::default()
+    let env = vec![
+        plain("HOME", "/flext/work"),
+        plain(crate::handover::URL_ENV, url),
+        EnvVar {
+            name: crate::handover::POD_ENV.into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..ObjectFieldSelector::default()
                 }),
-                ..EnvVar::default()
-            },
-        ]),
-        env_from: (!env_from.is_empty()).then_some(env_from),
-        resources: Some(resources(pod)),
-        volume_mounts: Some(mounts),
-        security_context: Some(restricted()),
-        termination_message_policy: Some("FallbackToLogsOnError".into()),
-        ..Container::default()
-    };
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+    ];
+    let main = main_container(pod, &["--warm"], env, mounts);
     Pod {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -393,10 +373,20 @@ fn runner_container(settings: &Settings) -> Container {
     }
 }
 
-/// The job's own container: the language image, started by the runner.
-fn main_container(job: &Job, cx: &Context<'_>, mounts: Vec<VolumeMount>) -> Container {
-    let pod = cx.pod;
+/// The job's own container: the language image, started by the runner with `runner_args`
+/// (`--warm` on a warm pod) and `env`.
+fn main_container(
+    pod: &PodSettings,
+    runner_args: &[&str],
+    env: Vec<EnvVar>,
+    mounts: Vec<VolumeMount>,
+) -> Container {
     let env_from = env_from(pod);
+    let mut command = vec![
+        "/flext/bin/flext-kubernetes".to_owned(),
+        "runner".to_owned(),
+    ];
+    command.extend(runner_args.iter().map(|a| (*a).to_owned()));
     Container {
         name: MAIN_CONTAINER.into(),
         image: Some(pod.image.value.clone()),
@@ -404,9 +394,9 @@ fn main_container(job: &Job, cx: &Context<'_>, mounts: Vec<VolumeMount>) -> Cont
             .pull_policy
             .as_ref()
             .map(|p| p.value.as_str().to_owned()),
-        command: Some(vec!["/flext/bin/flext-kubernetes".into(), "runner".into()]),
+        command: Some(command),
         working_dir: Some("/flext/work".into()),
-        env: Some(super::env::environment(job, cx)),
+        env: Some(env),
         env_from: (!env_from.is_empty()).then_some(env_from),
         resources: Some(resources(pod)),
         volume_mounts: Some(mounts),
